@@ -1,0 +1,62 @@
+"""The project configuration: one YAML file, validated into frozen pydantic models.
+
+Every command accepts ``--config FILE``; command-line flags override single values through
+dotted keys (``labels.horizon_days=60``). Secrets and tracking URIs can also come from the
+environment (``CHURN_MLFLOW_TRACKING_URI``), never from a committed file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.config import CutoffConfig, DataConfig, FeatureParams, LabelParams
+
+
+class ProjectConfig(BaseModel):
+    """All settings of the service; sections mirror the stages of the pipeline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureParams = Field(default_factory=FeatureParams)
+    labels: LabelParams = Field(default_factory=LabelParams)
+    cutoffs: CutoffConfig = Field(default_factory=CutoffConfig)
+    output_dir: str = Field("data/output", description="Where feature tables and reports go.")
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted_key.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[leaf] = value
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ProjectConfig:
+    """Read the YAML file (if any), apply dotted-key overrides (``None`` values are ignored).
+
+    Relative paths in the file stay relative to the working directory, like every CLI path.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level")
+        tree = loaded
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    return ProjectConfig.model_validate(tree)
