@@ -29,6 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# This script is called features.py, like the project's `features` package: drop its own folder
+# from the import path so `import features` finds the package, not this file.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 WINDOWS_DAYS = (30, 90, 180, 365)
 
 
@@ -47,7 +52,9 @@ def _generate(customers: int, seed: int, activity_scale: float, out_dir: Path) -
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def duckdb_core_aggregations(events: pd.DataFrame, cutoff: pd.Timestamp, threads: int) -> pd.DataFrame:
+def duckdb_core_aggregations(
+    events: pd.DataFrame, cutoff: pd.Timestamp, threads: int
+) -> pd.DataFrame:
     """The reference: the same aggregations as ``core_aggregations`` in one SQL GROUP BY."""
     import duckdb
 
@@ -85,20 +92,29 @@ def _best_of(repeats: int, fn):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
-    parser.add_argument("--events-per-customer", type=float, default=20.0,
-                        help="target events per customer (the issue's default: ~20)")
+    parser.add_argument(
+        "--events-per-customer",
+        type=float,
+        default=20.0,
+        help="target events per customer (the issue's default: ~20)",
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--data", type=Path, default=None,
-                        help="reuse a generated data directory instead of generating")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="reuse a generated data directory instead of generating",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="best-of repeats for the core race")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args(argv)
 
-    from features.config import FeatureParams, SourceConfig
     from features.lifecycle import core_aggregations
     from features.loading import load_table
     from features.snapshots import build_features
     from features.validation import validate_events
+
+    from features.config import FeatureParams, SourceConfig
 
     with tempfile.TemporaryDirectory(prefix="bench-features-") as scratch:
         data_dir = args.data
@@ -128,20 +144,28 @@ def main(argv: list[str] | None = None) -> dict:
         n_events = len(events)
         n_customers = int(events["customer_id"].nunique())
         print(f"events {n_events:,}  customers {n_customers:,}  cutoff {cutoff.date()}")
-        print(f"end to end {seconds:.2f} s = load {t_load:.2f} + validate {t_validate:.2f}"
-              f" + features {t_features:.2f} (phase 1-3, {features.shape[1]} columns,"
-              f" {len(features):,} rows)")
-        print(f"throughput {n_events / seconds:,.0f} events/s end to end,"
-              f" {n_events / t_features:,.0f} events/s features only")
+        print(
+            f"end to end {seconds:.2f} s = load {t_load:.2f} + validate {t_validate:.2f}"
+            f" + features {t_features:.2f} (phase 1-3, {features.shape[1]} columns,"
+            f" {len(features):,} rows)"
+        )
+        print(
+            f"throughput {n_events / seconds:,.0f} events/s end to end,"
+            f" {n_events / t_features:,.0f} events/s features only"
+        )
         print(f"peak RSS {peak_rss_mb:,.0f} MB (before loading: {rss_before:,.0f} MB)")
 
-        ours_s, ours = _best_of(args.repeats, lambda: core_aggregations(events, cutoff, WINDOWS_DAYS))
+        ours_s, ours = _best_of(
+            args.repeats, lambda: core_aggregations(events, cutoff, WINDOWS_DAYS)
+        )
         duck_s, duck = _best_of(
             args.repeats, lambda: duckdb_core_aggregations(events, cutoff, args.threads)
         )
         _check_same(ours, duck)
-        print(f"core aggregations: ours {ours_s:.2f} s, DuckDB ({args.threads} threads)"
-              f" {duck_s:.2f} s, ratio {ours_s / duck_s:.2f} (same values checked)")
+        print(
+            f"core aggregations: ours {ours_s:.2f} s, DuckDB ({args.threads} threads)"
+            f" {duck_s:.2f} s, ratio {ours_s / duck_s:.2f} (same values checked)"
+        )
 
     summary = {
         "events": n_events,
@@ -168,9 +192,12 @@ def _check_same(ours: pd.DataFrame, duck: pd.DataFrame) -> None:
     if len(ours) != len(duck):
         raise AssertionError(f"customer counts differ: ours {len(ours)}, DuckDB {len(duck)}")
     for w in WINDOWS_DAYS:
-        np.testing.assert_array_equal(ours[f"events_{w}d"].to_numpy(), duck[f"events_{w}d"].to_numpy())
-        np.testing.assert_allclose(ours[f"spend_{w}d"].to_numpy(), duck[f"amount_{w}d"].to_numpy(),
-                                   rtol=1e-9, atol=1e-6)
+        np.testing.assert_array_equal(
+            ours[f"events_{w}d"].to_numpy(), duck[f"events_{w}d"].to_numpy()
+        )
+        np.testing.assert_allclose(
+            ours[f"spend_{w}d"].to_numpy(), duck[f"amount_{w}d"].to_numpy(), rtol=1e-9, atol=1e-6
+        )
     for col in ("first_event", "last_event"):
         if (pd.to_datetime(ours[col]).to_numpy() != pd.to_datetime(duck[col]).to_numpy()).any():
             raise AssertionError(f"{col} differs between engines")

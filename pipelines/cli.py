@@ -1,0 +1,216 @@
+"""The ``churn`` command line: thin commands that parse arguments and call ``pipelines.flows``.
+
+Every command takes ``--config FILE`` (the project YAML); flags override single settings.
+Results are printed as one line of JSON at the end (for scripts), human-readable text before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.config import ProjectConfig, load_config
+
+app = typer.Typer(
+    name="churn",
+    help="Churn prediction, win-back and cross-sell scoring for CRM teams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Project config YAML (see churn.yaml).")
+]
+EventsOption = Annotated[
+    Path | None, typer.Option(help="Events file (CSV/Parquet); overrides data.events.")
+]
+CustomersOption = Annotated[
+    Path | None, typer.Option(help="Customers file; overrides data.customers.")
+]
+SubscriptionsOption = Annotated[
+    Path | None, typer.Option(help="Subscriptions file; overrides data.subscriptions.")
+]
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from exc
+
+
+def _source_override(cfg: ProjectConfig | None, table: str, path: Path | None) -> Any:
+    """A file flag replaces the table's location but keeps its column mapping and formats."""
+    if path is None:
+        return None
+    current = getattr(cfg.data, table) if cfg is not None else None
+    kept = current.model_dump(exclude={"path", "url", "table", "query"}) if current else {}
+    return {**kept, "path": str(path)}
+
+
+def _config(
+    config: Path | None,
+    events: Path | None = None,
+    customers: Path | None = None,
+    subscriptions: Path | None = None,
+    **overrides: Any,
+) -> ProjectConfig:
+    try:
+        base = load_config(config, overrides)
+        data_overrides = {
+            "data.events": _source_override(base, "events", events),
+            "data.customers": _source_override(base, "customers", customers),
+            "data.subscriptions": _source_override(base, "subscriptions", subscriptions),
+        }
+        return load_config(config, {**overrides, **data_overrides})
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+
+
+def _print_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, default=str, sort_keys=True))
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory for events/customers/subscriptions.parquet")],
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
+    activity_scale: Annotated[float, typer.Option(min=0.01, help="Scales all event rates.")] = 1.0,
+    start: Annotated[str | None, typer.Option(help="First day simulated, YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last day simulated, YYYY-MM-DD.")] = None,
+    drift_start: Annotated[
+        str | None, typer.Option(help="Inject drift from this date (YYYY-MM-DD).")
+    ] = None,
+    price_increase: Annotated[
+        float, typer.Option(help="With --drift-start: relative price rise, e.g. 0.2.")
+    ] = 0.0,
+    new_channel: Annotated[
+        str | None, typer.Option(help="With --drift-start: a new channel appearing.")
+    ] = None,
+    with_truth: Annotated[
+        bool, typer.Option(help="Also write truth.parquet (latent churn dates, for tests).")
+    ] = False,
+) -> None:
+    """Generate a realistic synthetic CRM history (deterministic for a seed)."""
+    from features.synthetic import DriftSpec, GeneratorParams, generate_crm_data, write_crm_data
+
+    params: dict[str, Any] = {
+        "n_customers": customers,
+        "seed": seed,
+        "activity_scale": activity_scale,
+    }
+    if start:
+        params["start"] = _parse_date(start)
+    if end:
+        params["end"] = _parse_date(end)
+    if drift_start:
+        params["drift"] = DriftSpec(
+            start=_parse_date(drift_start), price_increase=price_increase, new_channel=new_channel
+        )
+    elif price_increase or new_channel:
+        raise typer.BadParameter("--price-increase/--new-channel need --drift-start")
+    data = generate_crm_data(GeneratorParams(**params))
+    paths = write_crm_data(data, out, include_truth=with_truth)
+    typer.echo(
+        f"wrote {len(data.events):,} events of {len(data.customers):,} customers to {out}",
+        err=True,
+    )
+    _print_json({name: str(p) for name, p in paths.items()} | {"events": len(data.events)})
+
+
+@app.command()
+def validate(
+    config: ConfigOption = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """Check the data against the contract; quarantine unusable rows with reasons."""
+    from pipelines.flows import run_validate
+
+    cfg = _config(config, events, customers, subscriptions)
+    summary = run_validate(cfg)
+    for table, report in summary["validation"].items():
+        typer.echo(f"[{table}] {json.dumps(report, default=str)}", err=True)
+    _print_json({k: v for k, v in summary.items() if k != "validation"})
+
+
+@app.command()
+def check(
+    config: ConfigOption = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+    horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
+) -> None:
+    """Is there enough data for a trustworthy model? A verdict with recommendations."""
+    from pipelines.flows import run_check
+
+    cfg = _config(config, events, customers, subscriptions, **{"labels.horizon_days": horizon_days})
+    report = run_check(cfg)
+    typer.echo(report.render(), err=True)
+    _print_json(report.to_dict())
+    if report.verdict == "not usable":
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def features(
+    as_of: Annotated[str, typer.Option("--as-of", help="Cutoff date YYYY-MM-DD (exclusive).")],
+    out: Annotated[Path, typer.Option(help="Output table, .parquet or .csv")],
+    config: ConfigOption = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """Point-in-time lifecycle features, one row per customer, from events before --as-of."""
+    from pipelines.flows import run_features
+
+    cfg = _config(config, events, customers, subscriptions)
+    _print_json(run_features(cfg, _parse_date(as_of), out))
+
+
+@app.command()
+def snapshots(
+    out: Annotated[Path, typer.Option(help="Output table, .parquet or .csv")],
+    config: ConfigOption = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+    horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
+    lead_days: Annotated[int | None, typer.Option(help="Days between cutoff and window.")] = None,
+) -> None:
+    """Training table: features and churn/up-sell/win-back labels stacked over cutoffs."""
+    from pipelines.flows import run_snapshots
+
+    cfg = _config(
+        config,
+        events,
+        customers,
+        subscriptions,
+        **{"labels.horizon_days": horizon_days, "labels.lead_days": lead_days},
+    )
+    _print_json(run_snapshots(cfg, out))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

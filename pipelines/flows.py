@@ -1,0 +1,165 @@
+"""Flows: wiring of the pure stage functions to files, databases and reports.
+
+Each flow takes the typed ``ProjectConfig`` and returns a small JSON-able summary; the CLI in
+``pipelines.cli`` only parses arguments and prints. Tests call these functions directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.config import CutoffConfig
+from pipelines.config import ProjectConfig
+from pipelines.io import write_json, write_table
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """Validated canonical tables plus what validation found and where bad rows went."""
+
+    events: pd.DataFrame
+    customers: pd.DataFrame | None
+    subscriptions: pd.DataFrame | None
+    validation: dict[str, Any]
+    quarantine_files: list[str] = field(default_factory=list)
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """The end of observed history: the day after the last event."""
+        return (self.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
+
+
+def load_validated_data(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> LoadedData:
+    """Load the configured tables, validate them, quarantine unusable rows to files."""
+    from features.loading import load_crm_data
+    from features.validation import validate_crm_data, write_quarantine
+
+    if cfg.data.events is None:
+        raise ValueError(
+            "no events source configured: set data.events in the config or pass --events FILE"
+        )
+    raw = load_crm_data(cfg.data)
+    validated = validate_crm_data(raw, cfg.data, now=now)
+    files = write_quarantine(validated.results, Path(cfg.data.quarantine_dir))
+    return LoadedData(
+        events=validated.events,
+        customers=validated.customers,
+        subscriptions=validated.subscriptions,
+        validation={name: r.report.to_dict() for name, r in validated.results.items()},
+        quarantine_files=[str(p) for p in files],
+    )
+
+
+def resolve_cutoffs(cutoffs: CutoffConfig, data_end: pd.Timestamp, label_span_days: int) -> list:
+    """Snapshot cutoffs: as configured, or a grid ending at the latest matured cutoff.
+
+    The latest matured cutoff is the last day whose label window (lead + horizon) has fully
+    passed by ``data_end``; a later cutoff could not be labelled and would be useless for
+    training.
+    """
+    if cutoffs.dates or cutoffs.last is not None:
+        return [pd.Timestamp(d) for d in cutoffs.resolve()]
+    last_matured = (data_end - pd.Timedelta(days=label_span_days)).normalize()
+    grid = CutoffConfig(
+        last=last_matured.date(), count=cutoffs.count, every_days=cutoffs.every_days
+    )
+    return [pd.Timestamp(d) for d in grid.resolve()]
+
+
+def label_span_days(cfg: ProjectConfig) -> int:
+    return cfg.labels.lead_days + cfg.labels.horizon_days
+
+
+def run_validate(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> dict[str, Any]:
+    """Validate the configured data and write the report next to the quarantine files."""
+    data = load_validated_data(cfg, now=now)
+    report_path = write_json(data.validation, Path(cfg.data.quarantine_dir) / "validation.json")
+    return {
+        "events": len(data.events),
+        "customers": None if data.customers is None else len(data.customers),
+        "subscriptions": None if data.subscriptions is None else len(data.subscriptions),
+        "quarantine_files": data.quarantine_files,
+        "report": str(report_path),
+        "validation": data.validation,
+    }
+
+
+def run_check(cfg: ProjectConfig, *, now: pd.Timestamp | None = None):
+    """Data usability verdict for the configured labels and cutoffs."""
+    from features.usability import assess_usability
+
+    data = load_validated_data(cfg, now=now)
+    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
+    return assess_usability(data.events, cfg.labels, cutoffs, customers=data.customers)
+
+
+def run_features(
+    cfg: ProjectConfig, as_of: date, out: Path, *, now: pd.Timestamp | None = None
+) -> dict[str, Any]:
+    """One feature row per customer as of ``as_of``, written to ``out`` (Parquet or CSV).
+
+    The fitted global statistics (CLV parameters, segment cut points) are written beside the
+    table as ``<out>.stats.json`` so the same segmentation can be reproduced and audited.
+    """
+    from features.snapshots import build_features
+
+    data = load_validated_data(cfg, now=now)
+    cutoff = pd.Timestamp(as_of)
+    table, stats = build_features(
+        data.events,
+        cutoff,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+        params=cfg.features,
+    )
+    out = Path(out)
+    write_table(table, out)
+    stats_path = write_json(stats.to_dict(), out.with_name(out.name + ".stats.json"))
+    ignored_after = int((data.events["timestamp"] >= cutoff).sum())
+    return {
+        "as_of": str(cutoff.date()),
+        "customers": len(table),
+        "columns": table.shape[1],
+        "events_used": int(len(data.events) - ignored_after),
+        "events_at_or_after_cutoff_ignored": ignored_after,
+        "out": str(out),
+        "stats": str(stats_path),
+        "quarantine_files": data.quarantine_files,
+    }
+
+
+def run_snapshots(
+    cfg: ProjectConfig, out: Path, *, now: pd.Timestamp | None = None
+) -> dict[str, Any]:
+    """The stacked training table: features and labels at several cutoffs."""
+    from features.snapshots import build_snapshots
+
+    data = load_validated_data(cfg, now=now)
+    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
+    table, _stats = build_snapshots(
+        data.events,
+        cutoffs,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+        feature_params=cfg.features,
+        label_params=cfg.labels,
+        data_end=data.data_end,
+    )
+    write_table(table, Path(out))
+    per_cutoff = (
+        table.groupby("cutoff")[["churn_label", "upsell_label", "winback_label"]]
+        .agg(["count", "mean"])
+        .round(4)
+    )
+    per_cutoff.columns = [f"{a}_{b}" for a, b in per_cutoff.columns]
+    return {
+        "out": str(out),
+        "rows": len(table),
+        "cutoffs": [str(c.date()) for c in cutoffs],
+        "labels": {str(k.date()): v for k, v in per_cutoff.to_dict(orient="index").items()},
+    }
