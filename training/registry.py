@@ -1,0 +1,174 @@
+"""Model registry: register a version, alias it ``challenger``, promote it to ``champion`` on merit.
+
+A new version is promoted only if it beats the current champion on the SAME test rows (the new
+run's test cutoff) by the configured metric: the champion is loaded from the registry and
+re-scored, so the comparison is never between numbers measured on different data. When the
+champion cannot be scored (e.g. it needs a feature the new table lacks) the reason is recorded
+and ``promote_when_comparison_fails`` decides. The first version of a model is promoted.
+
+After a promotion the version carries ``champion`` and the ``challenger`` alias is removed
+(no candidate is pending); otherwise the version keeps ``challenger``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from training.config import METRIC_DIRECTIONS
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def metric_value(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    """One promotion metric of probabilities ``p`` against labels ``y``."""
+    if metric == "pr_auc":
+        return float(average_precision_score(y, p))
+    if metric == "roc_auc":
+        return float(roc_auc_score(y, p))
+    if metric == "log_loss":
+        return float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    if metric == "brier":
+        return float(brier_score_loss(y, p))
+    raise ValueError(f"unknown metric {metric!r}; choose from {sorted(METRIC_DIRECTIONS)}")
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+    metric: str
+    challenger_score: float
+    champion_score: float | None = None
+    champion_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(
+    metric: str,
+    challenger_score: float,
+    champion_score: float | None,
+    *,
+    champion_version: str | None = None,
+) -> PromotionDecision:
+    """Promote when there is no champion or the challenger is strictly better."""
+    if champion_score is None:
+        return PromotionDecision(True, "no champion yet", metric, challenger_score)
+    higher_is_better = METRIC_DIRECTIONS[metric]
+    better = (
+        challenger_score > champion_score if higher_is_better else challenger_score < champion_score
+    )
+    verdict = "beats" if better else "does not beat"
+    reason = (
+        f"challenger {metric}={challenger_score:.4f} {verdict} champion v{champion_version} "
+        f"{metric}={champion_score:.4f} on the same test cutoff"
+    )
+    return PromotionDecision(
+        better, reason, metric, challenger_score, champion_score, champion_version
+    )
+
+
+def alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None (also when the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def score_registered_model(model_uri: str, table: pd.DataFrame) -> np.ndarray:
+    """Calibrated probabilities of a registered pyfunc on ``table`` (its signature columns)."""
+    import mlflow
+
+    from training.scorer import conform_to_input_types
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        output = model.predict(table)
+    else:
+        input_types = {spec.name: spec.type.name for spec in schema.inputs}
+        output = model.predict(conform_to_input_types(table, input_types))
+    if isinstance(output, pd.DataFrame):
+        output = output["probability"]
+    return np.asarray(output, dtype=np.float64)
+
+
+def compare_with_champion(
+    client: Any,
+    name: str,
+    *,
+    metric: str,
+    challenger_score: float,
+    test_table: pd.DataFrame,
+    y_test: np.ndarray,
+    promote_when_comparison_fails: bool,
+) -> PromotionDecision:
+    """Score the current champion on the new test rows and decide."""
+    champion_version = alias_version(client, name, CHAMPION)
+    if champion_version is None:
+        return decide_promotion(metric, challenger_score, None)
+    try:
+        champion_p = score_registered_model(f"models:/{name}@{CHAMPION}", test_table)
+        champion_score = metric_value(metric, y_test, champion_p)
+    except Exception as exc:  # any failure to score is a recorded decision, not a crash
+        verdict = "promoting" if promote_when_comparison_fails else "keeping the champion"
+        reason = (
+            f"champion v{champion_version} could not be scored on the new test cutoff "
+            f"({type(exc).__name__}: {exc}); {verdict} (promote_when_comparison_fails="
+            f"{promote_when_comparison_fails})"
+        )
+        logger.warning(reason)
+        return PromotionDecision(
+            promote_when_comparison_fails,
+            reason,
+            metric,
+            challenger_score,
+            None,
+            champion_version,
+        )
+    return decide_promotion(
+        metric, challenger_score, champion_score, champion_version=champion_version
+    )
+
+
+def register_version(
+    client: Any, model_uri: str, name: str, *, run_id: str, tags: dict[str, str]
+) -> str:
+    """Register ``model_uri`` under ``name``; return the new version number."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client.set_model_version_tag(name, version.version, "run_id", run_id)
+    return str(version.version)
+
+
+def apply_decision(client: Any, name: str, version: str, decision: PromotionDecision) -> str:
+    """Move aliases and describe the version; return the alias the version ends up with."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.delete_registered_model_alias(name, CHALLENGER)
+        alias = CHAMPION
+    else:
+        alias = CHALLENGER
+    description = f"{'Promoted to champion' if decision.promote else 'Challenger'}: "
+    description += decision.reason
+    client.update_model_version(name, version, description=description)
+    client.set_model_version_tag(name, version, "promotion_decision", alias)
+    client.set_model_version_tag(
+        name, version, f"test_{decision.metric}", f"{decision.challenger_score:.6f}"
+    )
+    return alias
