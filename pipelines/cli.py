@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -80,6 +81,7 @@ def _print_json(payload: Any) -> None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -207,6 +209,43 @@ def snapshots(
         **{"labels.horizon_days": horizon_days, "labels.lead_days": lead_days},
     )
     _print_json(run_snapshots(cfg, out))
+
+
+@app.command(name="train")
+def train_command(
+    task: Annotated[
+        str, typer.Option(help="churn | upsell | winback", case_sensitive=False)
+    ] = "churn",
+    config: ConfigOption = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials.")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(min=1, help="Tuning wall-clock budget in seconds.")
+    ] = None,
+    snapshots: Annotated[
+        Path | None, typer.Option(help="Training table from `churn snapshots` (else built).")
+    ] = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+    progress: Annotated[bool, typer.Option(help="Show the tuning progress bar.")] = True,
+) -> None:
+    """Tune, calibrate, evaluate, log and register a model; prints a one-line JSON summary."""
+    from pipelines.flows import run_train
+    from training.config import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        raise typer.BadParameter(
+            f"{task!r} is not one of {', '.join(TASK_NAMES)}", param_hint="--task"
+        )
+    cfg = _config(
+        config,
+        events,
+        customers,
+        subscriptions,
+        **{"training.n_trials": trials, "training.time_budget_s": time_budget},
+    )
+    result = run_train(cfg, task, snapshots_path=snapshots, progress=progress)
+    typer.echo(result.model_dump_json())
 
 
 def main() -> None:  # pragma: no cover - console entry

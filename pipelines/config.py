@@ -7,6 +7,7 @@ environment (``CHURN_MLFLOW_TRACKING_URI``), never from a committed file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.config import CutoffConfig, DataConfig, FeatureParams, LabelParams
+from training.config import TrainingConfig
+
+#: Environment variables that override config values (secrets and URIs stay out of files).
+ENV_OVERRIDES: dict[str, str] = {
+    "CHURN_MLFLOW_TRACKING_URI": "training.mlflow.tracking_uri",
+    "CHURN_MLFLOW_REGISTRY_URI": "training.mlflow.registry_uri",
+}
 
 
 class ProjectConfig(BaseModel):
@@ -25,6 +33,7 @@ class ProjectConfig(BaseModel):
     features: FeatureParams = Field(default_factory=FeatureParams)
     labels: LabelParams = Field(default_factory=LabelParams)
     cutoffs: CutoffConfig = Field(default_factory=CutoffConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     output_dir: str = Field("data/output", description="Where feature tables and reports go.")
 
 
@@ -40,11 +49,17 @@ def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ProjectConfig:
-    """Read the YAML file (if any), apply dotted-key overrides (``None`` values are ignored).
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> ProjectConfig:
+    """Read the YAML file (if any), then environment overrides, then dotted-key overrides.
 
-    Relative paths in the file stay relative to the working directory, like every CLI path.
+    ``None`` override values are ignored, so unset CLI flags keep the file's value. Relative
+    paths in the file stay relative to the working directory, like every CLI path.
     """
+    environ = dict(os.environ) if environ is None else environ
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -56,6 +71,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
         tree = loaded
+    for variable, key in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            _set_dotted(tree, key, environ[variable])
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)

@@ -163,3 +163,52 @@ def run_snapshots(
         "cutoffs": [str(c.date()) for c in cutoffs],
         "labels": {str(k.date()): v for k, v in per_cutoff.to_dict(orient="index").items()},
     }
+
+
+def _describe_source(cfg: ProjectConfig) -> str:
+    source = cfg.data.events
+    if source is None:
+        return "unknown"
+    if source.path is not None:
+        return source.path
+    return f"{source.url} ({source.table or 'query'})"
+
+
+def build_training_table(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Snapshots straight from the configured data (no intermediate file)."""
+    from features.snapshots import build_snapshots
+
+    data = load_validated_data(cfg, now=now)
+    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
+    table, _stats = build_snapshots(
+        data.events,
+        cutoffs,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+        feature_params=cfg.features,
+        label_params=cfg.labels,
+        data_end=data.data_end,
+    )
+    return table
+
+
+def run_train(
+    cfg: ProjectConfig,
+    task: str,
+    *,
+    snapshots_path: Path | None = None,
+    progress: bool = True,
+    now: pd.Timestamp | None = None,
+):
+    """Train, evaluate and register one task's model; returns ``training.train.TrainResult``."""
+    from training.config import configure_mlflow
+    from training.train import train
+
+    if snapshots_path is not None:
+        table = pd.read_parquet(snapshots_path)
+        source = str(snapshots_path)
+    else:
+        table = build_training_table(cfg, now=now)
+        source = _describe_source(cfg)
+    configure_mlflow(cfg.training.mlflow)
+    return train(cfg.training, table, task=task, data_source=source, progress=progress)

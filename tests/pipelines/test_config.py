@@ -61,3 +61,16 @@ def test_explicit_cutoff_dates_are_sorted():
         pd.Timestamp("2024-03-01"),
         pd.Timestamp("2024-06-01"),
     ]
+
+
+def test_tracking_uri_comes_from_the_environment(tmp_path):
+    cfg = load_config(environ={"CHURN_MLFLOW_TRACKING_URI": "postgresql://u@db/mlflow"})
+    assert cfg.training.mlflow.tracking_uri == "postgresql://u@db/mlflow"
+
+
+def test_cli_flag_beats_the_environment():
+    cfg = load_config(
+        overrides={"training.n_trials": 3},
+        environ={"CHURN_MLFLOW_TRACKING_URI": "sqlite:///x.db"},
+    )
+    assert cfg.training.n_trials == 3
