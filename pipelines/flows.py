@@ -47,9 +47,9 @@ def load_validated_data(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) 
     validated = validate_crm_data(raw, cfg.data, now=now)
     files = write_quarantine(validated.results, Path(cfg.data.quarantine_dir))
     return LoadedData(
-        events=validated.events,
-        customers=validated.customers,
-        subscriptions=validated.subscriptions,
+        events=validated.events.clean,
+        customers=None if validated.customers is None else validated.customers.clean,
+        subscriptions=None if validated.subscriptions is None else validated.subscriptions.clean,
         validation={name: r.report.to_dict() for name, r in validated.results.items()},
         quarantine_files=[str(p) for p in files],
     )
@@ -78,7 +78,7 @@ def label_span_days(cfg: ProjectConfig) -> int:
 def run_validate(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> dict[str, Any]:
     """Validate the configured data and write the report next to the quarantine files."""
     data = load_validated_data(cfg, now=now)
-    report_path = write_json(data.validation, Path(cfg.data.quarantine_dir) / "validation.json")
+    report_path = Path(cfg.data.quarantine_dir) / "validation_report.json"
     return {
         "events": len(data.events),
         "customers": None if data.customers is None else len(data.customers),
@@ -95,7 +95,13 @@ def run_check(cfg: ProjectConfig, *, now: pd.Timestamp | None = None):
 
     data = load_validated_data(cfg, now=now)
     cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
-    return assess_usability(data.events, cfg.labels, cutoffs, customers=data.customers)
+    return assess_usability(
+        data.events,
+        cfg.labels,
+        cutoffs,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+    )
 
 
 def run_features(
