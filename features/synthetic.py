@@ -30,8 +30,6 @@ inclusive: every timestamp lies in ``[start, end + 1 day)``.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -41,6 +39,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.contract import EVENT_TYPES, EVENTS_COLUMNS, SUBSCRIPTIONS_COLUMNS, EventType
+from features.files import write_atomically
 
 __all__ = [
     "ACQUISITION_CHANNELS",
@@ -930,13 +929,6 @@ def write_crm_data(
     written: dict[str, Path] = {}
     for name, frame in tables.items():
         target = out_dir / f"{name}.parquet"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp_name, index=False)
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        write_atomically(target, lambda path, frame=frame: frame.to_parquet(path, index=False))
         written[name] = target
     return written

@@ -20,9 +20,7 @@ distinct values and broadcast back with the factorised codes.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ from features.contract import (
     SUBSCRIPTIONS_REQUIRED,
     DataContractError,
 )
+from features.files import write_atomically
 from features.loading import RawCRM, missing_columns_error
 
 Severity = Literal["error", "warning", "info"]
@@ -1056,17 +1055,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, write: Callable[[IO[str]], object]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+    """Write text through ``features.files.write_atomically``."""
+
+    def write_text(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write_text)
 
 
 def _check_unknown_policy(policy: str) -> None:

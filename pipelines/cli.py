@@ -133,7 +133,7 @@ def generate(
         f"wrote {len(data.events):,} events of {len(data.customers):,} customers to {out}",
         err=True,
     )
-    _print_json({name: str(p) for name, p in paths.items()} | {"events": len(data.events)})
+    _print_json({"files": {name: str(p) for name, p in paths.items()}, "events": len(data.events)})
 
 
 @app.command()

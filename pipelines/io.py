@@ -1,35 +1,14 @@
-"""Output helpers shared by the flows: every file is written atomically.
-
-A reader (a CRM job, a dashboard) never sees a half-written file: we write to a temporary file
-in the same directory and ``os.replace`` it onto the target, which is atomic on POSIX.
-"""
+"""Output helpers shared by the flows: tables and JSON, every file written atomically."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-
-def write_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result onto ``target`` in one step."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+from features.files import write_atomically
 
 
 def write_table(frame: pd.DataFrame, target: Path) -> Path:

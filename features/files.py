@@ -1,0 +1,40 @@
+"""Atomic file output, the one way this project writes files.
+
+A reader (a CRM job, a dashboard, the next pipeline step) never sees a half-written file: the
+content goes to a temporary file in the target's directory, which is then renamed onto the
+target with ``os.replace`` (atomic on POSIX). A failure midway leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` and move the finished file onto ``target`` in one step.
+
+    The file gets the usual permissions for new files (0666 minus the umask), not the 0600 of
+    ``mkstemp``, so other users and services can read the output as they would any file.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
