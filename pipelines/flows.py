@@ -122,6 +122,7 @@ def run_features(
         customers=data.customers,
         subscriptions=data.subscriptions,
         params=cfg.features,
+        label_params=cfg.labels,
     )
     out = Path(out)
     write_table(table, out)
