@@ -1,0 +1,938 @@
+"""What the service decides from scores: risk bands, percentiles, actions and readable reasons.
+
+Pure functions and frozen settings, no I/O and no serving framework: the BentoML service calls
+them, the tests call them directly, and the docs render the same rule table the API returns.
+
+**Risk bands.** A calibrated churn probability says how likely a customer is to leave; a
+retention team works from a list it can afford to call. :func:`fit_risk_bands` turns the score
+distribution of the test cutoff into two thresholds: by default the top 10% of scores are
+``high`` (the retention list) and the next 30% ``medium`` (the early-warning watch list), the
+rest ``low``. The thresholds are fixed at training time and shipped with the model, so the band
+of a customer does not depend on who else is in a scoring request.
+
+**Suggested actions.** :data:`ACTION_RULES` is an ordered rule table (first match wins) over the
+scores and the CRM segments of ``features.segments``. It writes down the practice of the
+background reading (``../shared/seeds``):
+
+* the lifecycle view: exploration and formation customers are still building the relationship
+  (nurture them), stable customers are the repurchase and up-sell base, declining ones need
+  churn early warning and lapsed ones win-back;
+* value tiers (A 20% / B 30% / C 30% / D 20%) and the 80/20 rule: scarce retention budget goes
+  to the tiers that carry the profit, the bottom tier gets low-cost contact only;
+* IBM's value-growth groups: loyal customers get their service secured, fast-growing ones more
+  sales attention, sleeping ones a new need created, worth-nurturing ones active follow-up;
+* retention economics: keeping a customer costs a fifth of winning a new one, and selling to an
+  existing customer succeeds far more often (50%) than to a new one (15%);
+* win-back with coupons or calls only where a return is likely, and no spending on hopeless
+  cases.
+
+Thresholds live in :class:`ActionPolicy`; :func:`rule_table` renders the rules with them.
+
+**Reasons.** :func:`reason_texts` turns SHAP-like contributions of one customer into the few
+sentences a retention agent reads ("no activity for 63 days (raises risk)"): only contributions
+that push the churn risk up are reasons, largest first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.segments import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_GROWTH_SEGMENTS, VALUE_TIERS
+from training.explain import readable_feature_name
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_RULES",
+    "RISK_BANDS",
+    "RULE_INPUT_COLUMNS",
+    "Action",
+    "ActionPolicy",
+    "ActionRule",
+    "Clause",
+    "RiskBand",
+    "RiskBands",
+    "apply_action_rules",
+    "assign_risk_bands",
+    "cross_sell_candidates",
+    "cross_sell_candidates_frame",
+    "expected_value_at_risk",
+    "feature_unit",
+    "fit_risk_bands",
+    "format_feature_value",
+    "percentile_rank",
+    "reason_text",
+    "reason_texts",
+    "risk_band",
+    "rule_table",
+    "suggest_action_reason",
+    "suggest_actions",
+]
+
+RiskBand = Literal["high", "medium", "low"]
+RISK_BANDS: tuple[str, ...] = ("high", "medium", "low")
+
+Action = Literal["retain", "win_back", "nurture", "upsell", "no_action"]
+ACTIONS: tuple[str, ...] = ("retain", "win_back", "nurture", "upsell", "no_action")
+
+
+# --------------------------------------------------------------------------------------------
+# risk bands and percentiles
+# --------------------------------------------------------------------------------------------
+
+
+class RiskBands(BaseModel):
+    """Probability thresholds of the churn risk bands: ``>= high`` is high, ``>= medium`` medium.
+
+    Fitted once on the test cutoff's calibrated scores (:func:`fit_risk_bands`) and stored with
+    the model, so a band means the same thing in every request.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    high: float = Field(..., ge=0.0, le=1.0, description="Lowest churn probability that is high.")
+    medium: float = Field(
+        ..., ge=0.0, le=1.0, description="Lowest churn probability that is medium."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskBands:
+        if not self.medium < self.high:
+            raise ValueError(
+                f"risk bands need 0 <= medium < high <= 1, got medium={self.medium}, "
+                f"high={self.high}"
+            )
+        return self
+
+
+def _finite_probabilities(probs: Any, name: str) -> np.ndarray:
+    values = np.asarray(probs, dtype=np.float64).ravel()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"{name}: {int(bad.sum())} of {values.size} values are NaN or infinite; pass only "
+            "the scored customers"
+        )
+    outside = (values < 0.0) | (values > 1.0)
+    if outside.any():
+        raise ValueError(
+            f"{name}: {int(outside.sum())} of {values.size} values lie outside [0, 1]; "
+            "expected calibrated probabilities"
+        )
+    return values
+
+
+def fit_risk_bands(
+    calibrated_probs: np.ndarray, high_share: float = 0.10, medium_share: float = 0.30
+) -> RiskBands:
+    """Band thresholds so that the top ``high_share`` of the scores are high, the next
+    ``medium_share`` medium.
+
+    ``high`` is the ``ceil(n * high_share)``-th largest score and ``medium`` the
+    ``ceil(n * (high_share + medium_share))``-th largest, so with distinct scores exactly that
+    many customers are at or above each threshold. Ties (isotonic calibration produces steps)
+    move whole steps into the higher band: a band never splits customers with the same score.
+    If the medium cut falls on the same step as the high cut, ``medium`` becomes the next lower
+    distinct score, so the medium band is never empty while any lower score exists.
+
+    Raises ``ValueError`` for empty input, NaN/infinite or out-of-range values, shares outside
+    (0, 1) or summing above 1, and when all scores are equal (no band can be drawn).
+    """
+    if not 0.0 < high_share < 1.0:
+        raise ValueError(f"high_share must be in (0, 1), got {high_share}")
+    if not 0.0 < medium_share < 1.0 or high_share + medium_share > 1.0:
+        raise ValueError(
+            f"medium_share must be in (0, 1) with high_share + medium_share <= 1, "
+            f"got {high_share} + {medium_share}"
+        )
+    scores = _finite_probabilities(calibrated_probs, "calibrated_probs")
+    if scores.size == 0:
+        raise ValueError("calibrated_probs is empty: no scores to fit risk bands on")
+    descending = np.sort(scores)[::-1]
+    n = descending.size
+    high = float(descending[min(n, math.ceil(n * high_share)) - 1])
+    medium = float(descending[min(n, math.ceil(n * (high_share + medium_share))) - 1])
+    if medium >= high:
+        lower = descending[descending < high]
+        if lower.size == 0:
+            raise ValueError(
+                f"all {n} scores are {high} or more: risk bands need at least two distinct scores"
+            )
+        medium = float(lower[0])
+    return RiskBands(high=high, medium=medium)
+
+
+def risk_band(prob: float, bands: RiskBands) -> RiskBand | None:
+    """The band of one probability; None when it is missing (e.g. a lapsed customer)."""
+    if prob is None or math.isnan(float(prob)):
+        return None
+    if prob >= bands.high:
+        return "high"
+    if prob >= bands.medium:
+        return "medium"
+    return "low"
+
+
+def assign_risk_bands(probs: np.ndarray, bands: RiskBands) -> np.ndarray:
+    """Vectorised :func:`risk_band`: an object array of "high"/"medium"/"low", None for NaN."""
+    values = np.asarray(probs, dtype=np.float64)
+    result = np.full(values.shape, None, dtype=object)
+    with np.errstate(invalid="ignore"):
+        result[values < bands.medium] = "low"
+        result[values >= bands.medium] = "medium"
+        result[values >= bands.high] = "high"
+    return result
+
+
+def percentile_rank(probs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Percentile (0-100) of each score; NaN scores stay NaN.
+
+    Without ``reference``: the share of the *other* scored customers with a lower score, ties
+    counting half, i.e. ``100 * (average rank - 1) / (n - 1)``; the lowest score gets 0, the
+    highest 100, equal scores the same value; a single score gets 50.
+
+    With ``reference`` (e.g. the stored scores of the last full scoring run, so that a request
+    for one customer still gets a meaningful percentile): the share of the reference scores
+    below the score, ties counting half. NaN reference values are an error.
+    """
+    values = np.asarray(probs, dtype=np.float64)
+    result = np.full(values.shape, np.nan)
+    scored = np.isfinite(values)
+    if reference is not None:
+        ref = np.sort(_finite_reference(reference))
+        below = np.searchsorted(ref, values[scored], side="left")
+        at_or_below = np.searchsorted(ref, values[scored], side="right")
+        result[scored] = 100.0 * (below + 0.5 * (at_or_below - below)) / ref.size
+        return result
+    n = int(scored.sum())
+    if n == 1:
+        result[scored] = 50.0
+    elif n > 1:
+        from scipy.stats import rankdata
+
+        result[scored] = 100.0 * (rankdata(values[scored], method="average") - 1.0) / (n - 1)
+    return result
+
+
+def _finite_reference(reference: np.ndarray) -> np.ndarray:
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    if ref.size == 0:
+        raise ValueError("reference scores are empty")
+    if not np.isfinite(ref).all():
+        raise ValueError(
+            f"reference scores: {int((~np.isfinite(ref)).sum())} values are NaN or infinite"
+        )
+    return ref
+
+
+def expected_value_at_risk(churn_probability: Any, customer_value: Any) -> Any:
+    """Churn probability x customer value: the revenue a retention team stands to lose.
+
+    Elementwise on scalars or arrays (a scalar in, a float out). NaN in either input gives NaN
+    (unknown, not zero); negative values or probabilities outside [0, 1] are an error.
+    """
+    p = np.asarray(churn_probability, dtype=np.float64)
+    value = np.asarray(customer_value, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        if ((p < 0) | (p > 1)).any():
+            raise ValueError("churn_probability must lie in [0, 1]")
+        if (value < 0).any() or np.isinf(value).any():
+            raise ValueError("customer_value must be finite and non-negative")
+    result = p * value
+    return float(result) if result.ndim == 0 else result
+
+
+# --------------------------------------------------------------------------------------------
+# suggested actions: the rule table
+# --------------------------------------------------------------------------------------------
+
+
+def _subset_of(allowed: tuple[str, ...], what: str) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    def check(values: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {what} {unknown}; expected some of {list(allowed)}")
+        return values
+
+    return check
+
+
+class ActionPolicy(BaseModel):
+    """Thresholds and groups the rule table refers to; defaults follow the CRM practice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    winback_threshold: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="A lapsed customer with at least this win-back probability is likely back.",
+    )
+    upsell_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="An active customer with at least this up-sell probability is ready to grow.",
+    )
+    winback_value_tiers: tuple[str, ...] = Field(
+        ("A", "B"), description="Value tiers worth a paid win-back offer (coupon, call)."
+    )
+    retain_value_tiers: tuple[str, ...] = Field(
+        ("A", "B", "C"), description="Value tiers worth a retention offer at high churn risk."
+    )
+    top_value_tiers: tuple[str, ...] = Field(
+        ("A", "B"), description="Value tiers retained already at medium churn risk."
+    )
+    frequent_buyer_segments: tuple[str, ...] = Field(
+        ("champions", "loyal", "cannot_lose_them", "at_risk"),
+        description="RFM segments of frequent past buyers, worth a personal contact.",
+    )
+    young_stages: tuple[str, ...] = Field(
+        ("exploration", "formation"),
+        description="Lifecycle stages where the relationship is still being built.",
+    )
+
+    _tiers = field_validator("winback_value_tiers", "retain_value_tiers", "top_value_tiers")(
+        _subset_of(VALUE_TIERS, "value tiers")
+    )
+    _rfm = field_validator("frequent_buyer_segments")(_subset_of(RFM_SEGMENTS, "RFM segments"))
+    _stages = field_validator("young_stages")(_subset_of(LIFECYCLE_STAGES, "lifecycle stages"))
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One condition on one column: ``column op value``.
+
+    ``op`` is ``"=="``, ``"in"`` or ``">="``. ``value`` is a literal, or with ``policy`` set the
+    name of the :class:`ActionPolicy` field holding it. A missing value (NaN/None) never
+    satisfies a clause.
+    """
+
+    column: str
+    op: Literal["==", "in", ">="]
+    value: Any = None
+    policy: str | None = None
+
+    def resolve(self, policy: ActionPolicy) -> Any:
+        return getattr(policy, self.policy) if self.policy is not None else self.value
+
+    def mask(self, frame: pd.DataFrame, policy: ActionPolicy) -> np.ndarray:
+        value = self.resolve(policy)
+        column = frame[self.column]
+        if self.op == "==":
+            return (column == value).to_numpy(dtype=bool)
+        if self.op == "in":
+            return column.isin(tuple(value)).to_numpy(dtype=bool)
+        numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return numbers >= float(value)
+
+    def render(self, policy: ActionPolicy) -> str:
+        value = self.resolve(policy)
+        if self.op == "==":
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            return f"{self.column} is {shown}"
+        if self.op == "in":
+            return f"{self.column} in {{{', '.join(str(v) for v in value)}}}"
+        return f"{self.column} >= {float(value):g}"
+
+
+@dataclass(frozen=True)
+class ActionRule:
+    """One row of the rule table: all clauses hold -> ``action``, because ``rationale``."""
+
+    name: str
+    clauses: tuple[Clause, ...]
+    action: Action
+    rationale: str
+
+    def condition(self, policy: ActionPolicy) -> str:
+        if not self.clauses:
+            return "otherwise (no earlier rule matched)"
+        return " and ".join(clause.render(policy) for clause in self.clauses)
+
+
+_LAPSED = Clause("is_active", "==", False)
+_ACTIVE = Clause("is_active", "==", True)
+_LIKELY_BACK = Clause("winback_probability", ">=", policy="winback_threshold")
+_READY_TO_GROW = Clause("upsell_probability", ">=", policy="upsell_threshold")
+_FREQUENT_BUYER = Clause("rfm_segment", "in", policy="frequent_buyer_segments")
+
+
+def _band(*bands: str) -> Clause:
+    return (
+        Clause("risk_band", "==", bands[0]) if len(bands) == 1 else Clause("risk_band", "in", bands)
+    )
+
+
+#: The rule table, first match wins. Lapsed customers (no churn score) first, then active ones.
+ACTION_RULES: tuple[ActionRule, ...] = (
+    ActionRule(
+        "lapsed_valuable_likely_back",
+        (_LAPSED, _LIKELY_BACK, Clause("value_tier", "in", policy="winback_value_tiers")),
+        "win_back",
+        "Decline stage calls for win-back: a lapsed top-tier customer likely to return is worth "
+        "a coupon or a call.",
+    ),
+    ActionRule(
+        "lapsed_frequent_buyer_likely_back",
+        (_LAPSED, _LIKELY_BACK, _FREQUENT_BUYER),
+        "win_back",
+        "A former frequent buyer likely to return: a personal win-back call recovers a proven "
+        "relationship for a fifth of the cost of a new customer.",
+    ),
+    ActionRule(
+        "lapsed_likely_back",
+        (_LAPSED, _LIKELY_BACK),
+        "nurture",
+        "Likely to return but of low value: a low-cost reminder, since a paid win-back offer "
+        "would not pay back.",
+    ),
+    ActionRule(
+        "lapsed_unlikely_back",
+        (_LAPSED,),
+        "no_action",
+        "Lapsed and unlikely to return: do not spend on hopeless cases; learn from the churn "
+        "reasons instead.",
+    ),
+    ActionRule(
+        "high_risk_valuable",
+        (_ACTIVE, _band("high"), Clause("value_tier", "in", policy="retain_value_tiers")),
+        "retain",
+        "Churn early warning on a valuable customer: keeping a customer costs a fifth of "
+        "winning a new one, so act before the customer lapses.",
+    ),
+    ActionRule(
+        "medium_risk_top_tier",
+        (_ACTIVE, _band("medium"), Clause("value_tier", "in", policy="top_value_tiers")),
+        "retain",
+        "Top tiers carry most of the profit (80/20): secure their service satisfaction at the "
+        "first warning sign, as for IBM's loyal customers.",
+    ),
+    ActionRule(
+        "frequent_buyer_at_risk",
+        (_ACTIVE, _band("high", "medium"), _FREQUENT_BUYER),
+        "retain",
+        "A frequent buyer by RFM showing churn risk: the purchase history makes a personal "
+        "retention contact worthwhile even when this year's revenue is low.",
+    ),
+    ActionRule(
+        "low_risk_upsell",
+        (_ACTIVE, _band("low"), _READY_TO_GROW),
+        "upsell",
+        "Stable, low-risk customer likely to buy more: selling to an existing customer succeeds "
+        "far more often (50%) than to a new one (15%).",
+    ),
+    ActionRule(
+        "fast_growing_upsell",
+        (
+            _ACTIVE,
+            _band("medium"),
+            Clause("value_growth_segment", "==", "fast_growing"),
+            _READY_TO_GROW,
+        ),
+        "upsell",
+        "IBM's fast-growing customers get more sales attention to capture their growth, even "
+        "with a moderate churn risk.",
+    ),
+    ActionRule(
+        "young_relationship_at_risk",
+        (_ACTIVE, _band("high", "medium"), Clause("lifecycle_stage", "in", policy="young_stages")),
+        "nurture",
+        "Exploration/formation stage: the relationship is still being built; onboarding and "
+        "follow-up build the trust that keeps the customer.",
+    ),
+    ActionRule(
+        "medium_risk_lower_tier",
+        (_ACTIVE, _band("medium")),
+        "nurture",
+        "Lower-tier customer showing warning signs: follow up actively and create new needs at "
+        "low cost (IBM's worth-nurturing and sleeping customers).",
+    ),
+    ActionRule(
+        "high_risk_bottom_tier",
+        (_ACTIVE, _band("high")),
+        "nurture",
+        "Bottom-tier customer at high risk: a paid retention offer would cost more than the "
+        "customer brings, so only low-cost automated contact.",
+    ),
+    ActionRule(
+        "no_signal",
+        (),
+        "no_action",
+        "Low churn risk and no up-sell signal: leave the customer alone; unneeded contact costs "
+        "money and can annoy.",
+    ),
+)
+
+#: Columns the rule table reads (``suggest_actions`` checks them).
+RULE_INPUT_COLUMNS: tuple[str, ...] = (
+    "is_active",
+    "risk_band",
+    "upsell_probability",
+    "winback_probability",
+    "value_tier",
+    "lifecycle_stage",
+    "value_growth_segment",
+    "rfm_segment",
+)
+
+_CATEGORICAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "risk_band": RISK_BANDS,
+    "value_tier": VALUE_TIERS,
+    "lifecycle_stage": LIFECYCLE_STAGES,
+    "value_growth_segment": VALUE_GROWTH_SEGMENTS,
+    "rfm_segment": RFM_SEGMENTS,
+}
+
+
+def rule_table(policy: ActionPolicy | None = None) -> list[dict[str, Any]]:
+    """The rule table as JSON-able rows (order, name, condition, action, rationale)."""
+    policy = policy or ActionPolicy()
+    return [
+        {
+            "order": order,
+            "name": rule.name,
+            "condition": rule.condition(policy),
+            "action": rule.action,
+            "rationale": rule.rationale,
+        }
+        for order, rule in enumerate(ACTION_RULES, start=1)
+    ]
+
+
+def _check_rule_inputs(frame: pd.DataFrame) -> None:
+    missing = [c for c in RULE_INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"suggest_actions needs columns {missing}")
+    active = frame["is_active"]
+    not_bool = ~active.isin((True, False))
+    if not_bool.any():
+        raise ValueError(
+            f"is_active must be true or false: {int(not_bool.sum())} rows have "
+            f"{sorted(map(str, active[not_bool].unique()))[:5]}"
+        )
+    for column, allowed in _CATEGORICAL_INPUTS.items():
+        values = frame[column]
+        unknown = values.notna() & ~values.isin(allowed)
+        if unknown.any():
+            raise ValueError(
+                f"{column}: {int(unknown.sum())} rows have unknown values "
+                f"{sorted(map(str, values[unknown].unique()))[:5]}; expected {list(allowed)}"
+            )
+    unbanded = active.astype(bool) & frame["risk_band"].isna()
+    if unbanded.any():
+        raise ValueError(
+            f"{int(unbanded.sum())} active customers have no risk_band: score them with the "
+            "churn model before suggesting actions"
+        )
+    for column in ("upsell_probability", "winback_probability"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = (frame[column].notna() & numbers.isna()) | (numbers < 0) | (numbers > 1)
+        if bad.any():
+            raise ValueError(f"{column}: {int(bad.sum())} rows are not probabilities in [0, 1]")
+
+
+def _matched_rule_index(frame: pd.DataFrame, policy: ActionPolicy) -> np.ndarray:
+    _check_rule_inputs(frame)
+    matched = np.full(len(frame), -1, dtype=np.int64)
+    for index, rule in enumerate(ACTION_RULES):
+        hits = matched < 0
+        for clause in rule.clauses:
+            hits &= clause.mask(frame, policy)
+        matched[hits] = index
+    return matched
+
+
+def apply_action_rules(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.DataFrame:
+    """The matched rule of every row: columns ``action_rule``, ``suggested_action``,
+    ``action_reason``, indexed like ``frame`` (which is not modified).
+
+    Input columns: see :data:`RULE_INPUT_COLUMNS` (``churn_probability`` enters through
+    ``risk_band``). Missing probabilities or segments never satisfy a clause, so e.g. a lapsed
+    customer without a win-back score falls to ``lapsed_unlikely_back``. Unknown segment or band
+    values, non-boolean ``is_active``, probabilities outside [0, 1] and active customers without
+    a ``risk_band`` are errors.
+    """
+    policy = policy or ActionPolicy()
+    matched = _matched_rule_index(frame, policy)
+    names = np.array([rule.name for rule in ACTION_RULES], dtype=object)
+    actions = np.array([rule.action for rule in ACTION_RULES], dtype=object)
+    rationales = np.array([rule.rationale for rule in ACTION_RULES], dtype=object)
+    return pd.DataFrame(
+        {
+            "action_rule": names[matched],
+            "suggested_action": actions[matched],
+            "action_reason": rationales[matched],
+        },
+        index=frame.index,
+    )
+
+
+def suggest_actions(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
+    """The suggested action per row (first matching rule of :data:`ACTION_RULES`)."""
+    return apply_action_rules(frame, policy)["suggested_action"]
+
+
+def suggest_action_reason(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
+    """The rationale of the rule that chose each row's action."""
+    return apply_action_rules(frame, policy)["action_reason"]
+
+
+# --------------------------------------------------------------------------------------------
+# cross-sell
+# --------------------------------------------------------------------------------------------
+
+
+def cross_sell_candidates(
+    bought_categories: Iterable[str],
+    category_propensity: Mapping[str, float],
+    top_k: int = 3,
+    *,
+    min_propensity: float = 0.0,
+) -> list[dict[str, Any]]:
+    """The ``top_k`` categories the customer has not bought yet, most likely first.
+
+    Each candidate is ``{"category", "propensity"}``; ties go alphabetically, NaN propensities
+    and those below ``min_propensity`` are never candidates.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    bought = set(bought_categories)
+    candidates = []
+    for category, propensity in category_propensity.items():
+        value = float(propensity)
+        if category in bought or math.isnan(value) or value < min_propensity:
+            continue
+        if math.isinf(value):
+            raise ValueError(f"propensity of category {category!r} is infinite")
+        candidates.append((-value, str(category)))
+    candidates.sort()
+    return [{"category": c, "propensity": -v} for v, c in candidates[:top_k]]
+
+
+def cross_sell_candidates_frame(
+    bought_categories: pd.Series,
+    propensities: pd.DataFrame,
+    top_k: int = 3,
+    *,
+    min_propensity: float = 0.0,
+) -> pd.Series:
+    """:func:`cross_sell_candidates` for many customers at once.
+
+    ``propensities`` has one row per customer and one column per category; ``bought_categories``
+    holds, on the same index, each customer's list of categories bought (None or NaN = none).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if not bought_categories.index.equals(propensities.index):
+        raise ValueError("bought_categories and propensities must share the same index")
+    categories = [str(c) for c in propensities.columns]
+    scores = propensities.to_numpy(dtype=np.float64, copy=True)
+    if np.isinf(scores).any():
+        raise ValueError("propensities contain infinite values")
+    position = {c: j for j, c in enumerate(categories)}
+    for row, bought in enumerate(bought_categories.to_numpy(dtype=object)):
+        for category in () if _is_missing(bought) else bought:
+            j = position.get(str(category))
+            if j is not None:
+                scores[row, j] = np.nan
+    scores[scores < min_propensity] = np.nan
+    # Sort by descending score, ties alphabetically: columns in alphabetical order first.
+    alphabetical = np.argsort(np.array(categories, dtype=object), kind="stable")
+    ordered = scores[:, alphabetical]
+    keys = np.where(np.isnan(ordered), np.inf, -ordered)
+    order = alphabetical[np.argsort(keys, axis=1, kind="stable")[:, :top_k]]
+    result = []
+    for row in range(scores.shape[0]):
+        picks = [j for j in order[row] if not np.isnan(scores[row, j])]
+        result.append(
+            [{"category": categories[j], "propensity": float(scores[row, j])} for j in picks]
+        )
+    return pd.Series(result, index=propensities.index, name="cross_sell_candidates", dtype=object)
+
+
+# --------------------------------------------------------------------------------------------
+# reasons
+# --------------------------------------------------------------------------------------------
+
+FeatureUnit = Literal[
+    "days", "weeks", "count", "currency", "share", "trend", "ratio", "flag", "number"
+]
+
+_WINDOWED = re.compile(r"^(?P<base>[a-z0-9_]+?)_(?P<days>\d+)d$")
+_TREND = re.compile(r"^(?P<base>[a-z0-9_]+?)_trend(?:_(?P<days>\d+)d)?$")
+_DAYS_SINCE_LAST = re.compile(r"^days_since_last_(?P<what>[a-z0-9_]+)$")
+_SHARE = re.compile(r"^share_(?P<what>[a-z0-9_]+?)_(?P<days>\d+)d$")
+_CURRENCY_TOKENS = frozenset({"spend", "revenue", "amount", "mrr", "monetary"})
+_CURRENCY_NAMES = frozenset(
+    {"value_365d", "clv_value", "clv", "avg_order_value", "average_order_value", "customer_value"}
+)
+_COUNT_NAMES = frozenset({"unresolved_tickets", "clv_frequency", "purchase_days_total"})
+
+#: (singular, plural) words of counted things, by the base of a ``<base>_<N>d``/``_total`` name.
+_COUNT_WORDS: dict[str, tuple[str, str]] = {
+    "events": ("interaction", "interactions"),
+    "purchases": ("purchase", "purchases"),
+    "visits": ("visit", "visits"),
+    "complaints": ("complaint", "complaints"),
+    "support_tickets": ("support ticket", "support tickets"),
+    "campaign_opens": ("campaign e-mail opened", "campaign e-mails opened"),
+    "campaign_clicks": ("campaign e-mail clicked", "campaign e-mails clicked"),
+    "categories": ("product category bought", "product categories bought"),
+    "new_categories": ("new product category bought", "new product categories bought"),
+    "active_days": ("day with activity", "days with activity"),
+    "active_weeks": ("week with activity", "weeks with activity"),
+    "plan_changes": ("plan change", "plan changes"),
+    "purchase_days": ("day with a purchase", "days with a purchase"),
+    "unresolved_tickets": ("unresolved support ticket", "unresolved support tickets"),
+}
+
+#: Plural words of canonical event types (``days_since_last_<type>``, ``share_<type>_365d``).
+_EVENT_WORDS: dict[str, tuple[str, str]] = {
+    "visit": ("visit", "visits"),
+    "purchase": ("purchase", "purchases"),
+    "support_ticket": ("support ticket", "support tickets"),
+    "ticket_resolved": ("resolved ticket", "resolved tickets"),
+    "complaint": ("complaint", "complaints"),
+    "campaign_open": ("campaign e-mail opened", "campaign e-mails opened"),
+    "campaign_click": ("campaign click", "campaign clicks"),
+    "subscription_change": ("subscription change", "subscription changes"),
+}
+
+#: Names for features whose column name reads badly; used before the caller's readable names,
+#: which are usually derived from the column name too (``training.explain``).
+_FEATURE_NAMES: dict[str, str] = {
+    "clv_T_weeks": "time since first purchase",
+    "clv_recency_weeks": "time between first and last purchase",
+    "clv_frequency": "repeat purchase days",
+    "clv_p_alive": "probability of still being a customer",
+    "clv_expected_purchases": "expected purchases over the next year",
+    "clv_monetary": "average repeat purchase value",
+    "clv_expected_avg_spend": "expected average spend per purchase",
+    "clv_value": "expected customer lifetime value",
+    "interpurchase_mean_days": "usual time between purchases",
+    "interpurchase_std_days": "variation of the time between purchases",
+    "value_365d": "revenue over the last year incl. subscription",
+    "mrr": "monthly recurring revenue",
+    "mrr_change_90d": "change in monthly recurring revenue over 90 days",
+    "has_subscription": "has a subscription",
+    "subscription_tenure_days": "time as a subscriber",
+    "last_purchase_channel": "channel of the last purchase",
+    "campaign_click_rate_180d": "campaign e-mail click rate over 180 days",
+    "avg_order_value": "average order value",
+}
+
+RAISES_RISK_SUFFIX = " (raises risk)"
+
+
+def feature_unit(feature: str) -> FeatureUnit:
+    """The unit a feature's values are in, from its name (the naming of ``features.lifecycle``).
+
+    Trends are log-ratios (shown as % change), shares and rates fractions (shown as %), money
+    in the currency of the data; ``<base>_<N>d`` and ``*_total`` columns count things.
+    """
+    tokens = set(feature.split("_"))
+    if feature.startswith(("is_", "has_")):
+        return "flag"
+    if "trend" in tokens:
+        return "trend"
+    if feature.startswith("share_") or tokens & {"rate", "share"} or feature == "clv_p_alive":
+        return "share"
+    if feature.endswith("_probability"):
+        return "share"
+    if feature == "recency_vs_rhythm":
+        return "ratio"
+    if tokens & _CURRENCY_TOKENS or feature in _CURRENCY_NAMES:
+        return "currency"
+    if _WINDOWED.match(feature) or feature.endswith("_total") or feature in _COUNT_NAMES:
+        return "count"
+    if feature.endswith("_days") or feature.startswith("days_"):
+        return "days"
+    if feature.endswith("_weeks"):
+        return "weeks"
+    if feature.endswith("_count") or feature.startswith(("n_", "num_")):
+        return "count"
+    return "number"
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plural(amount: float, words: tuple[str, str]) -> str:
+    return words[0] if amount == 1 else words[1]
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:,.2f}"
+    return f"{value:.3g}"
+
+
+def format_feature_value(feature: str, value: Any, *, currency: str = "") -> str:
+    """A feature value as a person reads it: "63 days", "3", "1,234.50", "45%", "-50%", "yes".
+
+    ``currency`` is a prefix for money ("EUR ", "$"); missing values read "not recorded",
+    strings are returned as they are.
+    """
+    if _is_missing(value):
+        return "not recorded"
+    if isinstance(value, str):
+        return value
+    unit = feature_unit(feature)
+    number = float(value)
+    if unit == "flag":
+        return "yes" if number else "no"
+    if not math.isfinite(number):
+        return str(number)
+    if unit == "days":
+        days = round(number)
+        return f"{days:,} {'day' if days == 1 else 'days'}"
+    if unit == "weeks":
+        weeks = round(number, 1)
+        return f"{weeks:,g} {'week' if weeks == 1 else 'weeks'}"
+    if unit == "count":
+        return _number(number)
+    if unit == "currency":
+        sign = "-" if number < 0 else ""
+        return f"{sign}{currency}{abs(number):,.2f}"
+    if unit == "share":
+        percent = 100.0 * number
+        return (
+            f"{percent:.0f}%" if percent.is_integer() or abs(percent) >= 10 else f"{percent:.1f}%"
+        )
+    if unit == "trend":
+        return f"{100.0 * math.expm1(number):+.0f}%"
+    if unit == "ratio":
+        return f"{number:.1f}x"
+    return _number(number)
+
+
+def _readable(feature: str, readable_names: Mapping[str, str]) -> str:
+    if feature in _FEATURE_NAMES:
+        return _FEATURE_NAMES[feature]
+    if feature in readable_names:
+        return readable_names[feature]
+    return readable_feature_name(feature)
+
+
+def _sentence(feature: str, value: Any, readable_names: Mapping[str, str], currency: str) -> str:
+    shown = format_feature_value(feature, value, currency=currency)
+    missing = _is_missing(value)
+    if feature == "recency_days":
+        return "no activity recorded" if missing else f"no activity for {shown}"
+    if feature == "recency_purchase_days":
+        return "never purchased" if missing else f"no purchase for {shown}"
+    if feature == "tenure_days" and not missing:
+        return f"customer for {shown}"
+    if feature == "days_to_renewal" and not missing:
+        return f"subscription renews in {shown}"
+    if feature == "recency_vs_rhythm" and not missing:
+        return f"silent for {shown} the usual time between purchases"
+    if match := _DAYS_SINCE_LAST.match(feature):
+        words = _EVENT_WORDS.get(match["what"], (match["what"].replace("_", " "),) * 2)
+        return f"no {words[0]} recorded" if missing else f"last {words[0]} {shown} ago"
+    if match := _SHARE.match(feature):
+        words = _EVENT_WORDS.get(match["what"], (match["what"].replace("_", " "),) * 2)
+        return (
+            f"share of {words[1]} in the last {match['days']} days not recorded"
+            if missing
+            else f"{words[1]} are {shown} of interactions in the last {match['days']} days"
+        )
+    if not missing and not isinstance(value, str):
+        unit = feature_unit(feature)
+        if unit == "trend" and (match := _TREND.match(feature)):
+            base = match["base"].replace("_", " ")
+            period = (
+                f"in the last {match['days']} days vs the {match['days']} before"
+                if match["days"]
+                else "vs the previous period"
+            )
+            change = math.expm1(float(value))
+            if round(100 * change) == 0:
+                return f"{base} flat {period}"
+            direction = "down" if change < 0 else "up"
+            return f"{base} {direction} {abs(100 * change):.0f}% {period}"
+        windowed = _WINDOWED.match(feature)
+        base = windowed["base"] if windowed else feature.removesuffix("_total")
+        period = f" in the last {windowed['days']} days" if windowed else ""
+        if feature.endswith("_total") and not windowed:
+            period = " in total"
+        if unit == "count" and base in _COUNT_WORDS:
+            return f"{shown} {_plural(float(value), _COUNT_WORDS[base])}{period}"
+        if unit == "count" and feature in _COUNT_WORDS:
+            return f"{shown} {_plural(float(value), _COUNT_WORDS[feature])}"
+        if unit == "currency" and base == "spend":
+            return f"spend of {shown}{period}"
+    return f"{_readable(feature, readable_names)}: {shown}"
+
+
+def reason_text(
+    feature: str,
+    value: Any,
+    readable_names: Mapping[str, str] | None = None,
+    *,
+    currency: str = "",
+) -> str:
+    """One risk-raising reason as a sentence: "no activity for 63 days (raises risk)".
+
+    Features of the lifecycle feature set get a sentence of their own ("3 complaints in the
+    last 90 days", "spend down 50% vs the previous period"); any other feature reads
+    "<readable name>: <value>", the readable name taken from ``readable_names`` (the model's
+    feature metadata) or derived from the column name.
+    """
+    return _sentence(feature, value, readable_names or {}, currency) + RAISES_RISK_SUFFIX
+
+
+def reason_texts(
+    contributions: Mapping[str, float],
+    feature_values: Mapping[str, Any],
+    readable_names: Mapping[str, str],
+    top_k: int = 3,
+    *,
+    currency: str = "",
+) -> list[dict[str, Any]]:
+    """The ``top_k`` reasons for a customer's churn risk, strongest first.
+
+    ``contributions`` are per-feature SHAP-like shares of the churn score (the bias term is not
+    a feature: leave it out). Only positive contributions push the risk up, so only they become
+    reasons; zero, negative and NaN ones never do. Ties go alphabetically by feature. Each
+    reason: ``{"feature", "text", "contribution"}``; a feature absent from ``feature_values``
+    reads as not recorded.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    raising = sorted(
+        (
+            (-float(c), str(feature))
+            for feature, c in contributions.items()
+            if math.isfinite(float(c)) and float(c) > 0
+        ),
+    )[:top_k]
+    return [
+        {
+            "feature": feature,
+            "text": reason_text(
+                feature, feature_values.get(feature), readable_names, currency=currency
+            ),
+            "contribution": -negative,
+        }
+        for negative, feature in raising
+    ]

@@ -1,0 +1,532 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from features.segments import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_GROWTH_SEGMENTS, VALUE_TIERS
+from serving.decisions import (
+    ACTION_RULES,
+    ACTIONS,
+    ActionPolicy,
+    RiskBands,
+    apply_action_rules,
+    assign_risk_bands,
+    cross_sell_candidates,
+    cross_sell_candidates_frame,
+    expected_value_at_risk,
+    feature_unit,
+    fit_risk_bands,
+    format_feature_value,
+    percentile_rank,
+    reason_text,
+    reason_texts,
+    risk_band,
+    rule_table,
+    suggest_action_reason,
+    suggest_actions,
+)
+
+BAND_ORDER = {"low": 0, "medium": 1, "high": 2}
+BANDS = RiskBands(high=0.6, medium=0.3)
+
+
+def customer(**overrides) -> dict:
+    """An active, low-risk, mid-tier customer with no up-sell signal; override what a test needs."""
+    row = {
+        "is_active": True,
+        "churn_probability": 0.1,
+        "risk_band": "low",
+        "upsell_probability": 0.1,
+        "winback_probability": np.nan,
+        "value_tier": "C",
+        "lifecycle_stage": "stability",
+        "value_growth_segment": "worth_nurturing",
+        "rfm_segment": "need_attention",
+    }
+    row.update(overrides)
+    return row
+
+
+def lapsed(**overrides) -> dict:
+    """A lapsed customer unlikely to return; override what a test needs."""
+    row = {
+        "is_active": False,
+        "churn_probability": np.nan,
+        "risk_band": None,
+        "upsell_probability": np.nan,
+        "winback_probability": 0.1,
+        "lifecycle_stage": "decline",
+        "value_growth_segment": "sleeping",
+        "rfm_segment": "hibernating",
+    }
+    return customer(**{**row, **overrides})
+
+
+def frame_of(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+# ------------------------------------------------------------------------------------------
+# risk bands
+# ------------------------------------------------------------------------------------------
+
+
+def test_fit_risk_bands_puts_the_top_decile_in_high_and_the_next_30_percent_in_medium():
+    scores = np.random.default_rng(0).permutation(np.linspace(0.01, 0.99, 1000))
+    bands = fit_risk_bands(scores)
+    assigned = assign_risk_bands(scores, bands)
+    assert (assigned == "high").mean() == pytest.approx(0.10)
+    assert (assigned == "medium").mean() == pytest.approx(0.30)
+    assert (assigned == "low").mean() == pytest.approx(0.60)
+
+
+def test_fit_risk_bands_follows_the_requested_shares():
+    scores = np.linspace(0.0, 1.0, 200)
+    assigned = assign_risk_bands(scores, fit_risk_bands(scores, high_share=0.05, medium_share=0.15))
+    assert (assigned == "high").sum() == 10
+    assert (assigned == "medium").sum() == 30
+
+
+def test_fit_risk_bands_never_splits_tied_scores():
+    # Isotonic calibration produces steps: 30 customers share the top score.
+    scores = np.concatenate([np.full(30, 0.8), np.linspace(0.1, 0.5, 70)])
+    bands = fit_risk_bands(scores)
+    assigned = assign_risk_bands(scores, bands)
+    assert set(assigned[scores == 0.8]) == {"high"}
+    assert bands.medium < bands.high
+
+
+def test_fit_risk_bands_moves_medium_to_the_next_step_when_both_cuts_fall_on_one_step():
+    scores = np.concatenate([np.full(60, 0.7), np.full(40, 0.2)])
+    bands = fit_risk_bands(scores)
+    assert bands == RiskBands(high=0.7, medium=0.2)
+
+
+def test_fit_risk_bands_rejects_scores_without_two_distinct_values():
+    with pytest.raises(ValueError, match="two distinct scores"):
+        fit_risk_bands(np.full(50, 0.3))
+
+
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [
+        (np.array([0.1, np.nan, 0.5]), "NaN or infinite"),
+        (np.array([0.1, 1.5]), "outside \\[0, 1\\]"),
+        (np.array([]), "empty"),
+    ],
+)
+def test_fit_risk_bands_rejects_unusable_scores(scores, message):
+    with pytest.raises(ValueError, match=message):
+        fit_risk_bands(scores)
+
+
+@pytest.mark.parametrize(("high_share", "medium_share"), [(0.0, 0.3), (0.5, 0.6), (0.1, 0.0)])
+def test_fit_risk_bands_rejects_impossible_shares(high_share, medium_share):
+    with pytest.raises(ValueError, match="share"):
+        fit_risk_bands(np.linspace(0, 1, 10), high_share, medium_share)
+
+
+@pytest.mark.parametrize(("high", "medium"), [(0.3, 0.3), (0.2, 0.5), (1.2, 0.5), (0.5, -0.1)])
+def test_risk_bands_require_0_le_medium_lt_high_le_1(high, medium):
+    with pytest.raises(ValidationError):
+        RiskBands(high=high, medium=medium)
+
+
+def test_risk_bands_are_frozen():
+    with pytest.raises(ValidationError):
+        BANDS.high = 0.9
+
+
+def test_scalar_risk_band_matches_the_vectorised_one_and_leaves_missing_unbanded():
+    probs = np.array([0.0, 0.29, 0.3, 0.59, 0.6, 1.0, np.nan])
+    expected = ["low", "low", "medium", "medium", "high", "high", None]
+    assert list(assign_risk_bands(probs, BANDS)) == expected
+    assert [risk_band(float(p), BANDS) for p in probs] == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    probs=st.lists(st.floats(0, 1), min_size=1, max_size=50),
+    cuts=st.tuples(st.floats(0, 1), st.floats(0, 1)).filter(lambda c: c[0] != c[1]),
+)
+def test_risk_bands_are_monotonic_in_the_probability(probs, cuts):
+    bands = RiskBands(high=max(cuts), medium=min(cuts))
+    values = np.sort(np.array(probs))
+    ranks = [BAND_ORDER[b] for b in assign_risk_bands(values, bands)]
+    assert ranks == sorted(ranks)
+
+
+# ------------------------------------------------------------------------------------------
+# percentiles and value at risk
+# ------------------------------------------------------------------------------------------
+
+
+def test_percentile_rank_runs_from_0_to_100_with_ties_averaged_and_nan_kept():
+    ranks = percentile_rank(np.array([0.9, 0.1, 0.5, 0.5, np.nan]))
+    np.testing.assert_allclose(ranks, [100.0, 0.0, 50.0, 50.0, np.nan])
+
+
+def test_percentile_rank_of_a_single_score_is_the_middle():
+    assert percentile_rank(np.array([0.4]))[0] == 50.0
+
+
+def test_percentile_rank_against_a_reference_counts_ties_half():
+    reference = np.array([0.1, 0.2, 0.2, 0.9])
+    ranks = percentile_rank(np.array([0.2, 0.05, 0.95, np.nan]), reference=reference)
+    np.testing.assert_allclose(ranks, [50.0, 0.0, 100.0, np.nan])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=40))
+def test_percentile_rank_never_decreases_with_the_score(probs):
+    values = np.array(probs)
+    ranks = percentile_rank(values)
+    order = np.argsort(values, kind="stable")
+    assert np.all(np.diff(ranks[order]) >= -1e-9)
+    assert ranks.min() >= 0.0 and ranks.max() <= 100.0
+
+
+def test_expected_value_at_risk_is_probability_times_value_and_unknown_stays_unknown():
+    result = expected_value_at_risk(np.array([0.5, 0.2, np.nan]), np.array([100.0, np.nan, 50.0]))
+    np.testing.assert_allclose(result, [50.0, np.nan, np.nan])
+    assert expected_value_at_risk(0.25, 80.0) == 20.0
+
+
+@pytest.mark.parametrize(("p", "value"), [(1.2, 10.0), (0.5, -1.0), (0.5, math.inf)])
+def test_expected_value_at_risk_rejects_impossible_inputs(p, value):
+    with pytest.raises(ValueError):
+        expected_value_at_risk(p, value)
+
+
+# ------------------------------------------------------------------------------------------
+# the rule table
+# ------------------------------------------------------------------------------------------
+
+#: One hand-made row per rule, reaching it past every earlier rule.
+RULE_EXAMPLES: dict[str, dict] = {
+    "lapsed_valuable_likely_back": lapsed(winback_probability=0.8, value_tier="A"),
+    "lapsed_frequent_buyer_likely_back": lapsed(
+        winback_probability=0.8, value_tier="C", rfm_segment="cannot_lose_them"
+    ),
+    "lapsed_likely_back": lapsed(winback_probability=0.8, value_tier="D"),
+    "lapsed_unlikely_back": lapsed(winback_probability=0.05, value_tier="A"),
+    "high_risk_valuable": customer(risk_band="high", value_tier="B"),
+    "medium_risk_top_tier": customer(risk_band="medium", value_tier="A"),
+    "frequent_buyer_at_risk": customer(risk_band="high", value_tier="D", rfm_segment="loyal"),
+    "low_risk_upsell": customer(upsell_probability=0.7),
+    "fast_growing_upsell": customer(
+        risk_band="medium", value_growth_segment="fast_growing", upsell_probability=0.7
+    ),
+    "young_relationship_at_risk": customer(
+        risk_band="medium", lifecycle_stage="exploration", rfm_segment="new_customers"
+    ),
+    "medium_risk_lower_tier": customer(risk_band="medium", value_tier="D"),
+    "high_risk_bottom_tier": customer(risk_band="high", value_tier="D"),
+    "no_signal": customer(),
+}
+
+
+def test_every_rule_has_a_hand_made_example():
+    assert set(RULE_EXAMPLES) == {rule.name for rule in ACTION_RULES}
+
+
+@pytest.mark.parametrize("rule_name", list(RULE_EXAMPLES))
+def test_each_rule_is_reachable(rule_name):
+    rule = next(r for r in ACTION_RULES if r.name == rule_name)
+    decided = apply_action_rules(frame_of(RULE_EXAMPLES[rule_name]))
+    assert decided["action_rule"].iloc[0] == rule_name
+    assert decided["suggested_action"].iloc[0] == rule.action
+    assert decided["action_reason"].iloc[0] == rule.rationale
+
+
+def test_first_matching_rule_wins():
+    # High risk, tier A and a champion: both high_risk_valuable and frequent_buyer_at_risk
+    # hold; the earlier one decides.
+    row = customer(risk_band="high", value_tier="A", rfm_segment="champions")
+    assert apply_action_rules(frame_of(row))["action_rule"].iloc[0] == "high_risk_valuable"
+    # Tier B lapsed frequent buyer: rule 1 before rule 2.
+    row = lapsed(winback_probability=0.9, value_tier="B", rfm_segment="at_risk")
+    assert apply_action_rules(frame_of(row))["action_rule"].iloc[0] == (
+        "lapsed_valuable_likely_back"
+    )
+
+
+def test_lapsed_customer_without_a_winback_score_gets_no_action():
+    row = lapsed(winback_probability=np.nan, value_tier="A")
+    assert suggest_actions(frame_of(row)).iloc[0] == "no_action"
+
+
+def test_policy_thresholds_move_the_decision():
+    row = customer(upsell_probability=0.45)
+    assert suggest_actions(frame_of(row)).iloc[0] == "no_action"
+    eager = ActionPolicy(upsell_threshold=0.4)
+    assert suggest_actions(frame_of(row), eager).iloc[0] == "upsell"
+
+
+def test_suggest_action_reason_gives_the_matched_rules_rationale():
+    rows = frame_of(RULE_EXAMPLES["high_risk_valuable"], RULE_EXAMPLES["lapsed_unlikely_back"])
+    reasons = suggest_action_reason(rows)
+    assert list(reasons) == [
+        next(r.rationale for r in ACTION_RULES if r.name == "high_risk_valuable"),
+        next(r.rationale for r in ACTION_RULES if r.name == "lapsed_unlikely_back"),
+    ]
+
+
+def test_suggest_actions_keeps_the_index_and_leaves_the_input_alone():
+    rows = frame_of(*RULE_EXAMPLES.values())
+    rows.index = pd.Index([f"C{i}" for i in range(len(rows))])
+    before = rows.copy()
+    actions = suggest_actions(rows)
+    assert actions.index.equals(rows.index)
+    pd.testing.assert_frame_equal(rows, before)
+
+
+def test_rule_table_lists_the_rules_in_order_with_the_policy_thresholds():
+    table = rule_table(ActionPolicy(winback_threshold=0.45))
+    assert [row["order"] for row in table] == list(range(1, len(ACTION_RULES) + 1))
+    assert [row["name"] for row in table] == [rule.name for rule in ACTION_RULES]
+    assert "winback_probability >= 0.45" in table[0]["condition"]
+    assert "value_tier in {A, B}" in table[0]["condition"]
+    assert table[-1]["condition"].startswith("otherwise")
+    assert all(row["action"] in ACTIONS and row["rationale"] for row in table)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"value_tier": "E"}, "value_tier"),
+        ({"rfm_segment": "vip"}, "rfm_segment"),
+        ({"risk_band": "severe"}, "risk_band"),
+        ({"risk_band": None}, "no risk_band"),
+        ({"is_active": "yes"}, "is_active"),
+        ({"upsell_probability": 1.5}, "upsell_probability"),
+    ],
+)
+def test_suggest_actions_rejects_bad_inputs_with_the_column_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        suggest_actions(frame_of(customer(**overrides)))
+
+
+def test_suggest_actions_names_missing_columns():
+    with pytest.raises(ValueError, match="rfm_segment"):
+        suggest_actions(frame_of(customer()).drop(columns="rfm_segment"))
+
+
+def test_action_policy_rejects_unknown_groups():
+    with pytest.raises(ValidationError, match="unknown value tiers"):
+        ActionPolicy(retain_value_tiers=("A", "Z"))
+
+
+_tiers = st.sampled_from(VALUE_TIERS)
+_probability = st.floats(0, 1)
+_rows = st.fixed_dictionaries(
+    {
+        "is_active": st.booleans(),
+        "churn_probability": _probability,
+        "upsell_probability": _probability | st.just(np.nan),
+        "winback_probability": _probability | st.just(np.nan),
+        "value_tier": _tiers,
+        "lifecycle_stage": st.sampled_from(LIFECYCLE_STAGES),
+        "value_growth_segment": st.sampled_from(VALUE_GROWTH_SEGMENTS),
+        "rfm_segment": st.sampled_from(RFM_SEGMENTS),
+    }
+)
+
+
+def _banded(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    lapsed_rows = ~frame["is_active"]
+    frame.loc[lapsed_rows, "churn_probability"] = np.nan
+    frame.loc[~lapsed_rows, "winback_probability"] = np.nan
+    frame["risk_band"] = assign_risk_bands(frame["churn_probability"].to_numpy(), BANDS)
+    return frame
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_rows, min_size=1, max_size=30))
+def test_every_row_gets_exactly_one_allowed_action(rows):
+    frame = _banded(rows)
+    actions = suggest_actions(frame)
+    assert len(actions) == len(frame)
+    assert actions.isin(ACTIONS).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_rows, min_size=1, max_size=30))
+def test_the_chosen_rule_is_the_first_whose_conditions_all_hold(rows):
+    frame = _banded(rows)
+    policy = ActionPolicy()
+    chosen = apply_action_rules(frame, policy)["action_rule"].to_numpy()
+    for i in range(len(frame)):
+        row = frame.iloc[[i]]
+        holding = [
+            rule.name
+            for rule in ACTION_RULES
+            if all(clause.mask(row, policy)[0] for clause in rule.clauses)
+        ]
+        assert chosen[i] == holding[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    row=_rows,
+    tier=st.sampled_from(("A", "B", "C")),
+    probs=st.tuples(_probability, _probability),
+)
+def test_more_churn_risk_never_turns_retain_into_no_action_for_valuable_active_customers(
+    row, tier, probs
+):
+    lower, higher = sorted(probs)
+    base = {**row, "is_active": True, "value_tier": tier}
+    frame = _banded([{**base, "churn_probability": lower}, {**base, "churn_probability": higher}])
+    before, after = suggest_actions(frame)
+    if before == "retain":
+        assert after != "no_action"
+
+
+# ------------------------------------------------------------------------------------------
+# cross-sell
+# ------------------------------------------------------------------------------------------
+
+
+def test_cross_sell_candidates_skip_bought_categories_and_rank_by_propensity():
+    propensity = {"shoes": 0.9, "bags": 0.5, "belts": 0.5, "hats": 0.7, "socks": np.nan}
+    candidates = cross_sell_candidates(["shoes"], propensity, top_k=3)
+    assert candidates == [
+        {"category": "hats", "propensity": 0.7},
+        {"category": "bags", "propensity": 0.5},
+        {"category": "belts", "propensity": 0.5},
+    ]
+
+
+def test_cross_sell_candidates_respect_the_minimum_propensity():
+    candidates = cross_sell_candidates([], {"a": 0.2, "b": 0.05}, min_propensity=0.1)
+    assert [c["category"] for c in candidates] == ["a"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    data=st.data(),
+    n_rows=st.integers(1, 6),
+    top_k=st.integers(1, 4),
+)
+def test_cross_sell_frame_variant_matches_the_per_customer_function(data, n_rows, top_k):
+    categories = ["a", "b", "c", "d", "e"]
+    cell = st.sampled_from([0.1, 0.3, 0.5, 0.9]) | st.just(np.nan)
+    table = pd.DataFrame(
+        [[data.draw(cell) for _ in categories] for _ in range(n_rows)], columns=categories
+    )
+    bought = pd.Series(
+        [data.draw(st.lists(st.sampled_from(categories), max_size=3)) for _ in range(n_rows)]
+    )
+    vectorised = cross_sell_candidates_frame(bought, table, top_k=top_k)
+    for i in range(n_rows):
+        expected = cross_sell_candidates(bought[i], table.iloc[i].to_dict(), top_k=top_k)
+        assert vectorised[i] == expected
+
+
+# ------------------------------------------------------------------------------------------
+# reasons
+# ------------------------------------------------------------------------------------------
+
+VALUES = {
+    "recency_days": 63.2,
+    "complaints_90d": 3,
+    "spend_trend": -0.7,
+    "visits_30d": 0,
+    "plan": "basic",
+    "crm_score": 0.42,
+}
+
+
+def test_reasons_list_only_risk_raising_contributions_strongest_first():
+    contributions = {
+        "recency_days": 0.8,
+        "complaints_90d": 1.1,
+        "visits_30d": -0.4,
+        "plan": 0.0,
+        "spend_trend": 0.3,
+    }
+    reasons = reason_texts(contributions, VALUES, {}, top_k=5)
+    assert [r["feature"] for r in reasons] == ["complaints_90d", "recency_days", "spend_trend"]
+    assert [r["contribution"] for r in reasons] == [1.1, 0.8, 0.3]
+
+
+def test_reasons_stop_at_top_k():
+    contributions = {"recency_days": 0.8, "complaints_90d": 1.1, "spend_trend": 0.3}
+    reasons = reason_texts(contributions, VALUES, {}, top_k=2)
+    assert [r["feature"] for r in reasons] == ["complaints_90d", "recency_days"]
+
+
+def test_reason_texts_read_like_sentences():
+    contributions = {"recency_days": 0.8, "complaints_90d": 1.1, "spend_trend": 0.3}
+    texts = [r["text"] for r in reason_texts(contributions, VALUES, {}, top_k=3)]
+    assert texts == [
+        "3 complaints in the last 90 days (raises risk)",
+        "no activity for 63 days (raises risk)",
+        "spend down 50% vs the previous period (raises risk)",
+    ]
+
+
+def test_reason_texts_use_the_readable_name_for_other_features():
+    reasons = reason_texts({"crm_score": 0.2}, VALUES, {"crm_score": "lead score"})
+    assert reasons[0]["text"] == "lead score: 0.42 (raises risk)"
+
+
+def test_reason_for_a_missing_value_says_so():
+    assert reason_text("recency_purchase_days", np.nan) == "never purchased (raises risk)"
+    assert reason_text("crm_score", None, {"crm_score": "lead score"}) == (
+        "lead score: not recorded (raises risk)"
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    contributions=st.dictionaries(
+        st.sampled_from([f"f{i}" for i in range(12)]),
+        st.floats(-3, 3) | st.just(math.nan),
+        max_size=12,
+    ),
+    top_k=st.integers(1, 5),
+)
+def test_reasons_are_the_top_k_positive_contributions_sorted(contributions, top_k):
+    reasons = reason_texts(contributions, {}, {}, top_k=top_k)
+    positive = sorted(
+        (c for c in contributions.values() if not math.isnan(c) and c > 0), reverse=True
+    )
+    assert [r["contribution"] for r in reasons] == positive[:top_k]
+    assert all(r["contribution"] > 0 for r in reasons)
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "unit", "shown"),
+    [
+        ("recency_days", 63.4, "days", "63 days"),
+        ("days_to_renewal", 1, "days", "1 day"),
+        ("clv_T_weeks", 3.5, "weeks", "3.5 weeks"),
+        ("purchases_90d", 12, "count", "12"),
+        ("unresolved_tickets", 2, "count", "2"),
+        ("spend_365d", 1234.5, "currency", "1,234.50"),
+        ("avg_order_value", 59.9, "currency", "59.90"),
+        ("mrr_change_90d", -20, "currency", "-20.00"),
+        ("share_visit_365d", 0.45, "share", "45%"),
+        ("campaign_click_rate_180d", 0.052, "share", "5.2%"),
+        ("activity_trend", math.log(0.5), "trend", "-50%"),
+        ("recency_vs_rhythm", 3.24, "ratio", "3.2x"),
+        ("has_subscription", 1.0, "flag", "yes"),
+        ("some_score", 0.123456, "number", "0.123"),
+    ],
+)
+def test_feature_values_are_shown_with_their_unit(feature, value, unit, shown):
+    assert feature_unit(feature) == unit
+    assert format_feature_value(feature, value) == shown
+
+
+def test_money_takes_the_currency_prefix():
+    assert format_feature_value("spend_90d", -5.0, currency="EUR ") == "-EUR 5.00"
