@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args(argv)
 
+    from features.config import FeatureParams, SourceConfig
     from features.lifecycle import core_aggregations
     from features.loading import load_table
     from features.snapshots import build_features
     from features.validation import validate_events
-
-    from features.config import FeatureParams, SourceConfig
 
     with tempfile.TemporaryDirectory(prefix="bench-features-") as scratch:
         data_dir = args.data
