@@ -164,12 +164,15 @@ def assess_usability(
     min_positives: int = 50,
     min_negatives: int = 50,
     subscriptions: pd.DataFrame | None = None,
+    data_end: pd.Timestamp | None = None,
 ) -> UsabilityReport:
     """Check that the validated tables can support a trustworthy churn model at these cutoffs.
 
     ``events`` (and ``customers``/``subscriptions``) are the clean tables of
     ``features.validation``. ``subscriptions`` is needed only when
-    ``labels.churn_definition == "subscription"``.
+    ``labels.churn_definition == "subscription"``. ``data_end`` is the end of the observed
+    history (the pipeline uses the day after the last event, as ``features.labels`` does);
+    without it, the last event's timestamp.
     """
     cutoff_times = _normalise_cutoffs(cutoffs)
     findings: list[Finding] = []
@@ -192,6 +195,7 @@ def assess_usability(
     codes, n_customers = _customer_codes(events["customer_id"])
     timestamps = events["timestamp"].to_numpy(dtype="datetime64[ns]")
     first_event, last_event = pd.Timestamp(timestamps.min()), pd.Timestamp(timestamps.max())
+    observed_end = last_event if data_end is None else max(last_event, pd.Timestamp(data_end))
 
     if not cutoff_times:
         findings.append(
@@ -206,11 +210,11 @@ def assess_usability(
     else:
         findings += _history_span(first_event, cutoff_times[0], labels)
         counts, churn_findings = _cutoff_counts(
-            events, codes, n_customers, timestamps, labels, cutoff_times, last_event, subscriptions
+            events, codes, n_customers, timestamps, labels, cutoff_times, observed_end, subscriptions
         )
         findings += churn_findings
         findings += _customer_findings(counts, min_customers)
-        findings += _outcome_findings(counts, labels, last_event, min_positives, min_negatives)
+        findings += _outcome_findings(counts, labels, observed_end, min_positives, min_negatives)
     findings += _event_type_findings(type_counts, labels)
     findings += _missing_share_findings(missing_shares)
     if customers is not None and "customer_id" in customers.columns:
@@ -430,7 +434,7 @@ def _outcome_findings(
                 "error" if not matured else "info",
                 f"label window not finished for {len(pending)} cutoff(s) "
                 f"({', '.join(f'{c.cutoff:%Y-%m-%d}' for c in pending)}): their windows end after "
-                f"the last event {last_event:%Y-%m-%d}",
+                f"the observed history ({last_event:%Y-%m-%d})",
                 (
                     "these cutoffs can be scored but not used for training; cutoffs for training "
                     f"must be on or before {latest:%Y-%m-%d}"

@@ -148,9 +148,8 @@ def validate(
 
     cfg = _config(config, events, customers, subscriptions)
     summary = run_validate(cfg)
-    for table, report in summary["validation"].items():
-        typer.echo(f"[{table}] {json.dumps(report, default=str)}", err=True)
-    _print_json({k: v for k, v in summary.items() if k != "validation"})
+    typer.echo(summary["validation_text"], err=True)
+    _print_json({k: v for k, v in summary.items() if k not in ("validation", "validation_text")})
 
 
 @app.command()
@@ -246,6 +245,35 @@ def train_command(
     )
     result = run_train(cfg, task, snapshots_path=snapshots, progress=progress)
     typer.echo(result.model_dump_json())
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Project config (default: churn.yaml).")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=500, help="Customers to generate.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials per model.")] = 15,
+    time_budget: Annotated[float, typer.Option(min=1, help="Tuning seconds per model.")] = 60,
+    regenerate: Annotated[bool, typer.Option(help="Generate fresh data even if present.")] = False,
+) -> None:
+    """The main job end to end on generated data: validate, check, features, train, register."""
+    from pipelines.flows import run_demo
+
+    if config is None and Path("churn.yaml").is_file():
+        config = Path("churn.yaml")
+    cfg = _config(config, **{"training.n_trials": trials, "training.time_budget_s": time_budget})
+    summary = run_demo(
+        cfg,
+        n_customers=customers,
+        seed=seed,
+        regenerate=regenerate,
+        say=lambda text: typer.echo(text, err=True),
+    )
+    uri = summary["mlflow_tracking_uri"]
+    typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri}", err=True)
+    _print_json(summary)
 
 
 def main() -> None:  # pragma: no cover - console entry

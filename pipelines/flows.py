@@ -26,6 +26,7 @@ class LoadedData:
     customers: pd.DataFrame | None
     subscriptions: pd.DataFrame | None
     validation: dict[str, Any]
+    validation_text: str = ""
     quarantine_files: list[str] = field(default_factory=list)
 
     @property
@@ -51,6 +52,7 @@ def load_validated_data(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) 
         customers=None if validated.customers is None else validated.customers.clean,
         subscriptions=None if validated.subscriptions is None else validated.subscriptions.clean,
         validation={name: r.report.to_dict() for name, r in validated.results.items()},
+        validation_text=validated.render(),
         quarantine_files=[str(p) for p in files],
     )
 
@@ -75,9 +77,11 @@ def label_span_days(cfg: ProjectConfig) -> int:
     return cfg.labels.lead_days + cfg.labels.horizon_days
 
 
-def run_validate(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> dict[str, Any]:
-    """Validate the configured data and write the report next to the quarantine files."""
-    data = load_validated_data(cfg, now=now)
+def run_validate(
+    cfg: ProjectConfig, *, now: pd.Timestamp | None = None, data: LoadedData | None = None
+) -> dict[str, Any]:
+    """Validate the configured data; the report is written next to the quarantine files."""
+    data = data or load_validated_data(cfg, now=now)
     report_path = Path(cfg.data.quarantine_dir) / "validation_report.json"
     return {
         "events": len(data.events),
@@ -86,14 +90,17 @@ def run_validate(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> dict
         "quarantine_files": data.quarantine_files,
         "report": str(report_path),
         "validation": data.validation,
+        "validation_text": data.validation_text,
     }
 
 
-def run_check(cfg: ProjectConfig, *, now: pd.Timestamp | None = None):
+def run_check(
+    cfg: ProjectConfig, *, now: pd.Timestamp | None = None, data: LoadedData | None = None
+):
     """Data usability verdict for the configured labels and cutoffs."""
     from features.usability import assess_usability
 
-    data = load_validated_data(cfg, now=now)
+    data = data or load_validated_data(cfg, now=now)
     cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
     return assess_usability(
         data.events,
@@ -101,11 +108,17 @@ def run_check(cfg: ProjectConfig, *, now: pd.Timestamp | None = None):
         cutoffs,
         customers=data.customers,
         subscriptions=data.subscriptions,
+        data_end=data.data_end,
     )
 
 
 def run_features(
-    cfg: ProjectConfig, as_of: date, out: Path, *, now: pd.Timestamp | None = None
+    cfg: ProjectConfig,
+    as_of: date,
+    out: Path,
+    *,
+    now: pd.Timestamp | None = None,
+    data: LoadedData | None = None,
 ) -> dict[str, Any]:
     """One feature row per customer as of ``as_of``, written to ``out`` (Parquet or CSV).
 
@@ -114,7 +127,7 @@ def run_features(
     """
     from features.snapshots import build_features
 
-    data = load_validated_data(cfg, now=now)
+    data = data or load_validated_data(cfg, now=now)
     cutoff = pd.Timestamp(as_of)
     table, stats = build_features(
         data.events,
@@ -141,22 +154,16 @@ def run_features(
 
 
 def run_snapshots(
-    cfg: ProjectConfig, out: Path, *, now: pd.Timestamp | None = None
+    cfg: ProjectConfig,
+    out: Path,
+    *,
+    now: pd.Timestamp | None = None,
+    data: LoadedData | None = None,
 ) -> dict[str, Any]:
     """The stacked training table: features and labels at several cutoffs."""
-    from features.snapshots import build_snapshots
-
-    data = load_validated_data(cfg, now=now)
-    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
-    table, _stats = build_snapshots(
-        data.events,
-        cutoffs,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        feature_params=cfg.features,
-        label_params=cfg.labels,
-        data_end=data.data_end,
-    )
+    data = data or load_validated_data(cfg, now=now)
+    table = build_training_table(cfg, data=data)
+    cutoffs = sorted(table["cutoff"].unique())
     write_table(table, Path(out))
     per_cutoff = (
         table.groupby("cutoff")[["churn_label", "upsell_label", "winback_label"]]
@@ -167,7 +174,7 @@ def run_snapshots(
     return {
         "out": str(out),
         "rows": len(table),
-        "cutoffs": [str(c.date()) for c in cutoffs],
+        "cutoffs": [str(pd.Timestamp(c).date()) for c in cutoffs],
         "labels": {str(k.date()): v for k, v in per_cutoff.to_dict(orient="index").items()},
     }
 
@@ -181,11 +188,13 @@ def _describe_source(cfg: ProjectConfig) -> str:
     return f"{source.url} ({source.table or 'query'})"
 
 
-def build_training_table(cfg: ProjectConfig, *, now: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Snapshots straight from the configured data (no intermediate file)."""
+def build_training_table(
+    cfg: ProjectConfig, *, now: pd.Timestamp | None = None, data: LoadedData | None = None
+) -> pd.DataFrame:
+    """Snapshots (features + labels over the resolved cutoffs) from the configured data."""
     from features.snapshots import build_snapshots
 
-    data = load_validated_data(cfg, now=now)
+    data = data or load_validated_data(cfg, now=now)
     cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
     table, _stats = build_snapshots(
         data.events,
@@ -219,3 +228,84 @@ def run_train(
         source = _describe_source(cfg)
     configure_mlflow(cfg.training.mlflow)
     return train(cfg.training, table, task=task, data_source=source, progress=progress)
+
+
+DEMO_TASKS: tuple[str, ...] = ("churn", "upsell", "winback")
+
+
+def run_demo(
+    cfg: ProjectConfig,
+    *,
+    n_customers: int = 5000,
+    seed: int = 42,
+    regenerate: bool = False,
+    tasks: tuple[str, ...] = DEMO_TASKS,
+    progress: bool = True,
+    say=print,
+) -> dict[str, Any]:
+    """The main job end to end on the embedded default: generated data, local files, SQLite MLflow.
+
+    Generates a CRM history (unless one is already there), validates it, checks it is usable,
+    builds the snapshot table and today's feature table, then trains, evaluates and registers
+    one model per task. Each step prints where its output is.
+    """
+    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
+
+    if cfg.data.events is None or cfg.data.events.path is None:
+        raise ValueError("the demo writes generated files: data.events must be a file path")
+    data_dir = Path(cfg.data.events.path).parent
+    output_dir = Path(cfg.output_dir)
+    summary: dict[str, Any] = {"data_dir": str(data_dir), "output_dir": str(output_dir)}
+
+    if regenerate or not Path(cfg.data.events.path).exists():
+        say(f"[1/6] generating {n_customers:,} customers (seed {seed}) into {data_dir}")
+        data = generate_crm_data(GeneratorParams(n_customers=n_customers, seed=seed))
+        write_crm_data(data, data_dir)
+    else:
+        say(f"[1/6] using the data already in {data_dir} (--regenerate to replace it)")
+
+    say("[2/6] validating against the data contract")
+    data = load_validated_data(cfg)
+    validation = run_validate(cfg, data=data)
+    say(validation["validation_text"])
+    summary["validation_report"] = validation["report"]
+
+    say("[3/6] checking the data is usable for modelling")
+    usability = run_check(cfg, data=data)
+    say(usability.render())
+    if usability.verdict == "not usable":
+        raise RuntimeError("the data is not usable for modelling; see the findings above")
+
+    say("[4/6] building point-in-time features and labels over the snapshot cutoffs")
+    snapshots_path = output_dir / "snapshots.parquet"
+    snapshots = run_snapshots(cfg, snapshots_path, data=data)
+    summary["snapshots"] = {k: snapshots[k] for k in ("out", "rows", "cutoffs")}
+    say(f"      {snapshots['rows']:,} rows over cutoffs {', '.join(snapshots['cutoffs'])}")
+
+    as_of = data.data_end
+    features_path = output_dir / f"features_{as_of.date()}.parquet"
+    say(f"[5/6] today's features (as of {as_of.date()}) for scoring")
+    summary["features"] = run_features(cfg, as_of.date(), features_path, data=data)
+
+    summary["models"] = {}
+    say(f"[6/6] tuning, calibrating, evaluating and registering: {', '.join(tasks)}")
+    for task in tasks:
+        result = run_train(cfg, task, snapshots_path=snapshots_path, progress=progress)
+        metrics = result.metrics
+        say(
+            f"      {result.model_name} v{result.model_version} -> {result.alias}: "
+            f"test ROC AUC {metrics['roc_auc']:.3f}, PR AUC {metrics['pr_auc']:.3f} "
+            f"(naive baseline ROC AUC {metrics.get('baseline_roc_auc', float('nan')):.3f}), "
+            f"lift@10% {metrics['lift_at_10']:.2f}"
+        )
+        summary["models"][task] = {
+            "run_id": result.run_id,
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "alias": result.alias,
+            "roc_auc": metrics["roc_auc"],
+            "pr_auc": metrics["pr_auc"],
+            "baseline_roc_auc": metrics.get("baseline_roc_auc"),
+        }
+    summary["mlflow_tracking_uri"] = cfg.training.mlflow.tracking_uri
+    return summary

@@ -86,10 +86,11 @@ def _default_tasks() -> dict[str, TaskConfig]:
             label_column="upsell_label",
             registered_model_name="upsell",
             baseline_rules=(
+                # "the customers buying most often lately will buy more"
+                BaselineRule(column="purchases_90d", higher_means_positive=True),
+                BaselineRule(column="visits_30d", higher_means_positive=True),
                 BaselineRule(column="spend_trend", higher_means_positive=True),
-                BaselineRule(column="category_count", higher_means_positive=True),
-                BaselineRule(column="distinct_categories_365d", higher_means_positive=True),
-                BaselineRule(column="spend_90d", higher_means_positive=True),
+                BaselineRule(column="categories_total", higher_means_positive=True),
             ),
         ),
         "winback": TaskConfig(

@@ -210,6 +210,11 @@ class FeatureSpec:
             # most frequent first, ties by name, so the order is reproducible
             ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             levels[f] = tuple(level for level, _ in ordered[:MAX_CATEGORY_LEVELS])
+        # A categorical with no level frequent enough in training (e.g. `plan` among lapsed
+        # customers, who hold no subscription) carries no information: leave it out.
+        features = [f for f in features if kinds[f] != "categorical" or levels[f]]
+        kinds = {f: kinds[f] for f in features}
+        levels = {f: v for f, v in levels.items() if v}
         return cls(
             features=tuple(features),
             kinds=kinds,

@@ -113,6 +113,19 @@ def test_unmatured_cutoff_has_no_outcome_counts() -> None:
     assert not counts["matured"] and counts["churners"] is None
 
 
+def test_a_window_ending_at_the_end_of_observed_history_is_matured() -> None:
+    # the extract covers whole days: the last event late on the window's last day
+    window_end = C1 + days(LABELS.horizon_days)
+    events = make_events(
+        [("a", C1 - days(1), "visit"), ("a", window_end - pd.Timedelta(minutes=5), "visit")]
+    )
+    without = assess_usability(events, LABELS, [C1], min_customers=1)
+    with_end = assess_usability(events, LABELS, [C1], min_customers=1, data_end=window_end)
+
+    assert not without.cutoffs[0].matured
+    assert with_end.cutoffs[0].matured
+
+
 def test_good_data_is_usable() -> None:
     report = assess_usability(two_cutoff_history(churners_at_c2=5), LABELS, [C1, C2], **LOW)
 

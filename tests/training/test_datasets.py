@@ -139,3 +139,12 @@ def test_datetime_feature_columns_get_a_clear_error(snapshots):
     table = snapshots.assign(signup_date=pd.Timestamp("2023-01-01"))
     with pytest.raises(DataContractError, match="signup_date"):
         build_task_data(table, "churn_label")
+
+
+def test_a_categorical_without_any_training_level_is_left_out():
+    train = pd.DataFrame(
+        {"plan": [None] * 50, "recency_days": np.arange(50.0), "country": ["DE", "FR"] * 25}
+    )
+    spec = FeatureSpec.fit(train, ["plan", "recency_days", "country"])
+    assert spec.features == ("recency_days", "country")
+    assert encode_features(train, spec).columns.tolist() == ["recency_days", "country"]
