@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench-smoke clean
+.PHONY: setup system-deps demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -18,12 +18,21 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/churn demo
 
+# Headless Chromium renders the retention report in the tests. Installed from Debian's packages
+# when missing and we may (root); otherwise those tests skip and say why.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the report tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "chromium could not be installed: the report rendering tests will skip" >&2; \
+	fi
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: lint
+test: lint system-deps
 	$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
