@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from features.contract import DataContractError
 from pipelines.config import ProjectConfig, load_config
 
 app = typer.Typer(
@@ -276,8 +277,16 @@ def demo(
     _print_json(summary)
 
 
-def main() -> None:  # pragma: no cover - console entry
+#: Errors that mean "your input or setup is wrong", shown as one readable line, exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (DataContractError, FileNotFoundError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: input problems become a one-line message, not a traceback."""
     try:
-        app()
+        app(args=argv, prog_name="churn")  # usage errors: typer prints them, exits 2
     except KeyboardInterrupt:
         sys.exit(130)
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

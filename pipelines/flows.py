@@ -137,6 +137,8 @@ def run_features(
         params=cfg.features,
         label_params=cfg.labels,
     )
+    if "customer_id" not in table.columns:  # phase 3 returns customer_id as the index
+        table = table.reset_index()
     out = Path(out)
     write_table(table, out)
     stats_path = write_json(stats.to_dict(), out.with_name(out.name + ".stats.json"))
