@@ -5,7 +5,8 @@
 Generates a CRM data set (in a subprocess, so the peak memory reported is that of loading and
 feature building only), then, in this process and on the same in-memory events:
 
-1. the full feature set end to end: read Parquet, validate, phase 1-3 features;
+1. the full feature set end to end: read the three Parquet tables, validate them, phase 1-3
+   features with customer attributes and subscriptions;
 2. the core RFM/window aggregations (counts and spend over 4 windows, first/last timestamp)
    with our engine and with DuckDB SQL as the reference, checking both give the same numbers.
 
@@ -109,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args(argv)
 
-    from features.config import FeatureParams, SourceConfig
+    from features.config import DataConfig, FeatureParams, SourceConfig
     from features.lifecycle import core_aggregations
-    from features.loading import load_table
+    from features.loading import load_crm_data
     from features.snapshots import build_features
-    from features.validation import validate_events
+    from features.validation import validate_crm_data
 
     with tempfile.TemporaryDirectory(prefix="bench-features-") as scratch:
         data_dir = args.data
@@ -126,16 +127,27 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"generated {args.customers:,} customers in {time.perf_counter() - t0:.1f} s")
 
         rss_before = _peak_rss_mb()
+        data_config = DataConfig(
+            events=SourceConfig(path=str(data_dir / "events.parquet")),
+            customers=SourceConfig(path=str(data_dir / "customers.parquet")),
+            subscriptions=SourceConfig(path=str(data_dir / "subscriptions.parquet")),
+        )
         start = time.perf_counter()
-        raw = load_table(SourceConfig(path=str(data_dir / "events.parquet")), "events")
+        raw = load_crm_data(data_config)
         t_load = time.perf_counter() - start
-        validated = validate_events(raw)
+        validated = validate_crm_data(raw, data_config)
         t_validate = time.perf_counter() - start - t_load
-        events = validated.clean
+        events = validated.events.clean
         del raw
         cutoff = (events["timestamp"].max() - pd.Timedelta(days=180)).normalize()
         t_feat0 = time.perf_counter()
-        features, _stats = build_features(events, cutoff, params=FeatureParams())
+        features, _stats = build_features(
+            events,
+            cutoff,
+            customers=validated.customers.clean,
+            subscriptions=validated.subscriptions.clean,
+            params=FeatureParams(),
+        )
         t_features = time.perf_counter() - t_feat0
         seconds = time.perf_counter() - start
         peak_rss_mb = _peak_rss_mb()
