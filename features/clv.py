@@ -510,7 +510,40 @@ def _bgnbd_alive_expectation_by_quadrature(
     return np.array([lookup[key] for key in zip(t, x, age, strict=True)])
 
 
-class BetaGeoModel(BaseEstimator):
+class _JsonParamsMixin:
+    """Plain-JSON persistence shared by the fitted CLV models (``PARAM_NAMES`` + ``params_``)."""
+
+    PARAM_NAMES: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON description of the fitted model (numbers are Python floats)."""
+        _check_fitted(self)
+        return {
+            "model": type(self).__name__,
+            "version": SERIALIZATION_VERSION,
+            "params": {k: float(self.params_[k]) for k in self.PARAM_NAMES},
+            "hyperparameters": {"penalizer": float(self.penalizer)},
+            "fit": {
+                "log_likelihood": float(getattr(self, "log_likelihood_", math.nan)),
+                "n_customers": float(getattr(self, "n_customers_", math.nan)),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]):
+        """Rebuild a fitted model from :meth:`to_dict` output (e.g. after a JSON round trip)."""
+        params, hyper = _params_from_dict(payload, cls.__name__, cls.PARAM_NAMES)
+        model = cls(penalizer=float(hyper.get("penalizer", 0.0)))
+        model.params_ = params
+        fit_info = payload.get("fit") or {}
+        if "log_likelihood" in fit_info:
+            model.log_likelihood_ = float(fit_info["log_likelihood"])
+        if "n_customers" in fit_info:
+            model.n_customers_ = float(fit_info["n_customers"])
+        return model
+
+
+class BetaGeoModel(_JsonParamsMixin, BaseEstimator):
     """BG/NBD model of repeat purchasing (Fader, Hardie & Lee 2005), fitted by maximum likelihood.
 
     While alive a customer buys at Poisson rate ``lambda ~ Gamma(r, alpha)``; after each repeat
@@ -645,33 +678,6 @@ class BetaGeoModel(BaseEstimator):
         zeros = np.zeros_like(flat)
         return _bgnbd_alive_expectation(flat, zeros, zeros, self.params_).reshape(shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON description of the fitted model (numbers are Python floats)."""
-        _check_fitted(self)
-        return {
-            "model": type(self).__name__,
-            "version": SERIALIZATION_VERSION,
-            "params": {k: float(self.params_[k]) for k in self.PARAM_NAMES},
-            "hyperparameters": {"penalizer": float(self.penalizer)},
-            "fit": {
-                "log_likelihood": float(getattr(self, "log_likelihood_", math.nan)),
-                "n_customers": float(getattr(self, "n_customers_", math.nan)),
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> BetaGeoModel:
-        """Rebuild a fitted model from :meth:`to_dict` output (e.g. after a JSON round trip)."""
-        params, hyper = _params_from_dict(payload, cls.__name__, cls.PARAM_NAMES)
-        model = cls(penalizer=float(hyper.get("penalizer", 0.0)))
-        model.params_ = params
-        fit_info = payload.get("fit") or {}
-        if "log_likelihood" in fit_info:
-            model.log_likelihood_ = float(fit_info["log_likelihood"])
-        if "n_customers" in fit_info:
-            model.n_customers_ = float(fit_info["n_customers"])
-        return model
-
 
 # --------------------------------------------------------------------------------------------
 # Gamma-Gamma
@@ -737,7 +743,7 @@ def _gamma_gamma_negative_log_likelihood(
     return value, grad_natural * params
 
 
-class GammaGammaModel(BaseEstimator):
+class GammaGammaModel(_JsonParamsMixin, BaseEstimator):
     """Gamma-Gamma model of the average value of repeat purchases (Fader, Hardie & Lee 2005).
 
     A customer's purchase values are Gamma(p, nu) with ``nu ~ Gamma(q, v)`` across customers, so
@@ -824,33 +830,6 @@ class GammaGammaModel(BaseEstimator):
                 "is no expected spend for customers without repeat purchases"
             )
         return p * (v + x * m) / (p * x + q - 1.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON description of the fitted model (numbers are Python floats)."""
-        _check_fitted(self)
-        return {
-            "model": type(self).__name__,
-            "version": SERIALIZATION_VERSION,
-            "params": {k: float(self.params_[k]) for k in self.PARAM_NAMES},
-            "hyperparameters": {"penalizer": float(self.penalizer)},
-            "fit": {
-                "log_likelihood": float(getattr(self, "log_likelihood_", math.nan)),
-                "n_customers": float(getattr(self, "n_customers_", math.nan)),
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> GammaGammaModel:
-        """Rebuild a fitted model from :meth:`to_dict` output (e.g. after a JSON round trip)."""
-        params, hyper = _params_from_dict(payload, cls.__name__, cls.PARAM_NAMES)
-        model = cls(penalizer=float(hyper.get("penalizer", 0.0)))
-        model.params_ = params
-        fit_info = payload.get("fit") or {}
-        if "log_likelihood" in fit_info:
-            model.log_likelihood_ = float(fit_info["log_likelihood"])
-        if "n_customers" in fit_info:
-            model.n_customers_ = float(fit_info["n_customers"])
-        return model
 
 
 # --------------------------------------------------------------------------------------------

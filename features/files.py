@@ -11,6 +11,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 
 def _current_umask() -> int:
@@ -38,3 +42,25 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of report values: NaN/NaT become null, timestamps ISO text."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if np.isnan(value) else value
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from features.config import LabelParams
 from features.contract import EVENT_TYPES
+from features.files import jsonable
 
 Severity = Literal["error", "warning", "info"]
 Verdict = Literal["usable", "usable with warnings", "not usable"]
@@ -61,7 +62,7 @@ class Finding:
             "severity": self.severity,
             "message": self.message,
             "recommendation": self.recommendation,
-            "details": _jsonable(self.details),
+            "details": jsonable(self.details),
         }
 
 
@@ -78,7 +79,7 @@ class CutoffCounts:
     non_churners: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,12 @@ class UsabilityReport:
             "verdict": self.verdict,
             "events": int(self.events),
             "customers_with_events": int(self.customers_with_events),
-            "first_event": _jsonable(self.first_event),
-            "last_event": _jsonable(self.last_event),
+            "first_event": jsonable(self.first_event),
+            "last_event": jsonable(self.last_event),
             "cutoffs": [counts.to_dict() for counts in self.cutoffs],
             "findings": [finding.to_dict() for finding in self.findings],
-            "missing_shares": _jsonable(self.missing_shares),
-            "event_type_counts": _jsonable(self.event_type_counts),
+            "missing_shares": jsonable(self.missing_shares),
+            "event_type_counts": jsonable(self.event_type_counts),
         }
 
 
@@ -210,7 +211,14 @@ def assess_usability(
     else:
         findings += _history_span(first_event, cutoff_times[0], labels)
         counts, churn_findings = _cutoff_counts(
-            events, codes, n_customers, timestamps, labels, cutoff_times, observed_end, subscriptions
+            events,
+            codes,
+            n_customers,
+            timestamps,
+            labels,
+            cutoff_times,
+            observed_end,
+            subscriptions,
         )
         findings += churn_findings
         findings += _customer_findings(counts, min_customers)
@@ -659,19 +667,3 @@ def _isin(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
         codes = values.cat.codes.to_numpy()
         return np.append(categories, False)[codes]  # code -1 (missing) -> False
     return values.astype(str).isin(list(wanted)).to_numpy() & values.notna().to_numpy()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return None if np.isnan(value) else value
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return str(value)

@@ -44,7 +44,7 @@ from features.contract import (
     SUBSCRIPTIONS_REQUIRED,
     DataContractError,
 )
-from features.files import write_atomically
+from features.files import jsonable, write_atomically
 from features.loading import RawCRM, missing_columns_error
 
 Severity = Literal["error", "warning", "info"]
@@ -91,7 +91,7 @@ class Problem:
             "count": int(self.count),
             "reason": self.reason,
             "examples": [dict(example) for example in self.examples],
-            "details": _jsonable(self.details),
+            "details": jsonable(self.details),
         }
 
 
@@ -1069,31 +1069,10 @@ def _examples(raw: pd.DataFrame, mask: np.ndarray) -> tuple[dict[str, Any], ...]
     rows = raw.iloc[positions]
     examples = []
     for label, (_, row) in zip(rows.index, rows.iterrows(), strict=True):  # at most 5 rows
-        example = {"row": _jsonable(label)}
-        example.update({str(k): _jsonable(v) for k, v in row.items()})
+        example = {"row": jsonable(label)}
+        example.update({str(k): jsonable(v) for k, v in row.items()})
         examples.append(example)
     return tuple(examples)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return None if np.isnan(value) else value
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        return None if pd.isna(value) else pd.Timestamp(value).isoformat()
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
 
 
 def _atomic_write(path: Path, write: Callable[[IO[str]], object]) -> None:
