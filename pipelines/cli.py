@@ -180,11 +180,24 @@ def features(
     events: EventsOption = None,
     customers: CustomersOption = None,
     subscriptions: SubscriptionsOption = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (pandas) or spark (PySpark; Parquet or Spark tables in, Parquet out)."
+        ),
+    ] = "local",
 ) -> None:
     """Point-in-time lifecycle features, one row per customer, from events before --as-of."""
     from pipelines.flows import run_features
 
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
     cfg = _config(config, events, customers, subscriptions)
+    if engine == "spark":
+        from pipelines.spark_flows import run_features_spark
+
+        _print_json(run_features_spark(cfg, _parse_date(as_of), out))
+        return
     _print_json(run_features(cfg, _parse_date(as_of), out))
 
 
@@ -197,10 +210,18 @@ def snapshots(
     subscriptions: SubscriptionsOption = None,
     horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
     lead_days: Annotated[int | None, typer.Option(help="Days between cutoff and window.")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (pandas) or spark (PySpark; Parquet or Spark tables in, Parquet out)."
+        ),
+    ] = "local",
 ) -> None:
     """Training table: features and churn/up-sell/win-back labels stacked over cutoffs."""
     from pipelines.flows import run_snapshots
 
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
     cfg = _config(
         config,
         events,
@@ -208,6 +229,11 @@ def snapshots(
         subscriptions,
         **{"labels.horizon_days": horizon_days, "labels.lead_days": lead_days},
     )
+    if engine == "spark":
+        from pipelines.spark_flows import run_snapshots_spark
+
+        _print_json(run_snapshots_spark(cfg, out))
+        return
     _print_json(run_snapshots(cfg, out))
 
 
@@ -275,6 +301,178 @@ def demo(
     uri = summary["mlflow_tracking_uri"]
     typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri}", err=True)
     _print_json(summary)
+
+
+@app.command()
+def score(
+    config: ConfigOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Score as of this date YYYY-MM-DD (default: data end)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the risk list here (.parquet or .csv).")
+    ] = None,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHURN_SCORE_DB_URL",
+            help="SQLAlchemy URL of a database for the risk list (env CHURN_SCORE_DB_URL).",
+        ),
+    ] = None,
+    db_table: Annotated[
+        str | None, typer.Option(help="Table ([schema.]name) of the risk list in --db-url.")
+    ] = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """Score every customer with the champion models; write the ranked risk list.
+
+    Re-running a date replaces that date's rows (files atomically, the database table in one
+    transaction). The latest list is also kept for the service (serving.risk_list_path).
+    """
+    from pipelines.scoring import run_score
+    from serving.scoring import ChampionMissingError
+
+    cfg = _config(config, events, customers, subscriptions)
+    try:
+        summary = run_score(
+            cfg,
+            _parse_date(as_of) if as_of else None,
+            out,
+            db_url,
+            db_table,
+        )
+    except ChampionMissingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    for warning in summary["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    _print_json(summary)
+
+
+TaskOption = Annotated[
+    str | None,
+    typer.Option(help="churn | upsell | winback (default: monitoring.task)", case_sensitive=False),
+]
+
+
+def _compact_monitor_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's one-line JSON: verdict, lists and paths (details are in the JSON file)."""
+    keep = (
+        "task", "model", "reference_cutoff", "current_cutoff", "n_reference", "n_current",
+        "alarm", "alarm_reasons", "drift_detected", "performance_decay", "exit_code", "html",
+        "json", "mlflow_run_id", "performance_note",
+    )  # fmt: skip
+    compact = {k: summary.get(k) for k in keep}
+    for key in ("feature_drift", "prediction_drift", "event_drift"):
+        if summary.get(key):
+            compact[f"{key}_alarms"] = summary[key]["alarms"]
+    if summary.get("performance"):
+        compact["performance"] = {
+            k: summary["performance"].get(k) for k in ("cutoff", "decayed", "reasons", "realised")
+        }
+    if summary.get("retrain"):
+        compact["retrain"] = summary["retrain"]
+    return compact
+
+
+@app.command()
+def monitor(
+    config: ConfigOption = None,
+    task: TaskOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Cutoff of the current batch (default: latest day on the reference weekday).",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Directory for the HTML report and JSON summary.")
+    ] = None,
+    retrain_on_drift: Annotated[
+        bool | None,
+        typer.Option(
+            "--retrain-on-drift/--no-retrain-on-drift",
+            help="Retrain when the alarm is raised (default: monitoring.retrain_on_alarm).",
+        ),
+    ] = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """Drift and realised performance of the champion; exit code 4 when the alarm is raised."""
+    from pipelines.monitoring import run_monitor
+
+    cfg = _config(config, events, customers, subscriptions)
+    summary = run_monitor(
+        cfg,
+        task=task,
+        as_of=_parse_date(as_of) if as_of else None,
+        out_dir=out_dir,
+        retrain_on_drift=retrain_on_drift,
+        say=lambda text: typer.echo(text, err=True),
+    )
+    typer.echo(f"report: {summary['html']}", err=True)
+    _print_json(_compact_monitor_summary(summary))
+    if summary["alarm"]:
+        raise typer.Exit(code=summary["exit_code"])
+
+
+@app.command()
+def retrain(
+    config: ConfigOption = None,
+    task: TaskOption = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials.")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(min=1, help="Tuning wall-clock budget in seconds.")
+    ] = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """Refresh features, train a challenger, promote it only if it beats the champion.
+
+    A failure leaves the registry aliases as they were (exit code 5).
+    """
+    from pipelines.monitoring import RETRAIN_FAILED_EXIT_CODE, run_retrain
+
+    cfg = _config(
+        config,
+        events,
+        customers,
+        subscriptions,
+        **{"training.n_trials": trials, "training.time_budget_s": time_budget},
+    )
+    summary = run_retrain(cfg, task=task, say=lambda text: typer.echo(text, err=True))
+    _print_json(summary)
+    if summary["status"] == "failed":
+        raise typer.Exit(code=RETRAIN_FAILED_EXIT_CODE)
+
+
+@app.command()
+def report(
+    config: ConfigOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="HTML file to write (default: <output_dir>/retention_report.html)."),
+    ] = None,
+    risk_list: Annotated[
+        Path | None,
+        typer.Option(help="Risk list from `churn score` (default: serving.risk_list_path)."),
+    ] = None,
+    events: EventsOption = None,
+    customers: CustomersOption = None,
+    subscriptions: SubscriptionsOption = None,
+) -> None:
+    """The retention report: one self-contained HTML page for retention teams."""
+    from serving.report import run_report
+
+    cfg = _config(config, events, customers, subscriptions)
+    path = run_report(cfg, out, risk_list_path=risk_list, say=lambda t: typer.echo(t, err=True))
+    _print_json({"report": str(path)})
 
 
 #: Errors that mean "your input or setup is wrong", shown as one readable line, exit code 2.

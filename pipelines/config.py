@@ -15,7 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.config import CutoffConfig, DataConfig, FeatureParams, LabelParams
+from serving.config import ServingConfig
 from training.config import TrainingConfig
+from training.drift import MonitoringConfig
 
 #: Environment variables that override config values (secrets and URIs stay out of files).
 ENV_OVERRIDES: dict[str, str] = {
@@ -34,6 +36,8 @@ class ProjectConfig(BaseModel):
     labels: LabelParams = Field(default_factory=LabelParams)
     cutoffs: CutoffConfig = Field(default_factory=CutoffConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     output_dir: str = Field("data/output", description="Where feature tables and reports go.")
 
 

@@ -6,6 +6,7 @@ Each flow takes the typed ``ProjectConfig`` and returns a small JSON-able summar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -164,9 +165,10 @@ def run_snapshots(
 ) -> dict[str, Any]:
     """The stacked training table: features and labels at several cutoffs."""
     data = data or load_validated_data(cfg, now=now)
-    table = build_training_table(cfg, data=data)
+    table, stats = build_training_table(cfg, data=data)
     cutoffs = sorted(table["cutoff"].unique())
     write_table(table, Path(out))
+    write_json({k: v.to_dict() for k, v in stats.items()}, snapshot_stats_path(out))
     per_cutoff = (
         table.groupby("cutoff")[["churn_label", "upsell_label", "winback_label"]]
         .agg(["count", "mean"])
@@ -181,7 +183,7 @@ def run_snapshots(
     }
 
 
-def _describe_source(cfg: ProjectConfig) -> str:
+def describe_source(cfg: ProjectConfig) -> str:
     source = cfg.data.events
     if source is None:
         return "unknown"
@@ -191,14 +193,22 @@ def _describe_source(cfg: ProjectConfig) -> str:
 
 
 def build_training_table(
-    cfg: ProjectConfig, *, now: pd.Timestamp | None = None, data: LoadedData | None = None
-) -> pd.DataFrame:
-    """Snapshots (features + labels over the resolved cutoffs) from the configured data."""
+    cfg: ProjectConfig,
+    *,
+    now: pd.Timestamp | None = None,
+    data: LoadedData | None = None,
+    cutoffs: list[pd.Timestamp] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Snapshots (features + labels) and each cutoff's global statistics (by ``YYYY-MM-DD``).
+
+    ``cutoffs`` default to the configured ones (see :func:`resolve_cutoffs`).
+    """
     from features.snapshots import build_snapshots
 
     data = data or load_validated_data(cfg, now=now)
-    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
-    table, _stats = build_snapshots(
+    if cutoffs is None:
+        cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
+    return build_snapshots(
         data.events,
         cutoffs,
         customers=data.customers,
@@ -207,7 +217,30 @@ def build_training_table(
         label_params=cfg.labels,
         data_end=data.data_end,
     )
-    return table
+
+
+def stats_of_test_cutoff(
+    cfg: ProjectConfig, table: pd.DataFrame, stats: dict[str, Any], task: str
+) -> dict[str, Any] | None:
+    """The global statistics of the cutoff a task's model is tested on, as plain JSON.
+
+    Logged with the model so that serving and monitoring segment new customers exactly as the
+    model's test population was segmented (instead of refitting on whatever batch arrives).
+    """
+    from features.snapshots import stats_key
+    from training.datasets import split_by_time
+
+    split = split_by_time(table, cfg.training.task(task).label_column, cfg.training.purge_gap_days)
+    found = stats.get(stats_key(split.test_cutoff))
+    if found is None:
+        return None
+    return found if isinstance(found, dict) else found.to_dict()
+
+
+def snapshot_stats_path(snapshots_path: Path) -> Path:
+    """Where ``churn snapshots`` keeps the per-cutoff statistics beside its table."""
+    snapshots_path = Path(snapshots_path)
+    return snapshots_path.with_name(snapshots_path.name + ".stats.json")
 
 
 def run_train(
@@ -224,12 +257,21 @@ def run_train(
 
     if snapshots_path is not None:
         table = pd.read_parquet(snapshots_path)
+        stats_file = snapshot_stats_path(snapshots_path)
+        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
         source = str(snapshots_path)
     else:
-        table = build_training_table(cfg, now=now)
-        source = _describe_source(cfg)
+        table, stats = build_training_table(cfg, now=now)
+        source = describe_source(cfg)
     configure_mlflow(cfg.training.mlflow)
-    return train(cfg.training, table, task=task, data_source=source, progress=progress)
+    return train(
+        cfg.training,
+        table,
+        task=task,
+        data_source=source,
+        progress=progress,
+        global_stats=stats_of_test_cutoff(cfg, table, stats, task),
+    )
 
 
 DEMO_TASKS: tuple[str, ...] = ("churn", "upsell", "winback")

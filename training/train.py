@@ -8,7 +8,9 @@ command ``churn train`` only parses arguments and calls it). One MLflow run per 
 * inputs: the train / validation / test rows as MLflow datasets (digest, cutoffs as tags);
 * metrics on the test cutoff for XGBoost (no prefix), the logistic-regression baseline
   (``lr_``) and the naive rule (``baseline_``), plus promotion scores;
-* artifacts: plots, feature list and importance, the LR pipeline (skops), the config;
+* artifacts: plots, feature list and importance, the LR pipeline (skops), the config, and the
+  reference data monitoring and serving compare against (``reference/``, see
+  :func:`reference_frames`);
 * the model: a models-from-code pyfunc over pickle-free artifacts (``training.scorer``), with
   signature and input example, registered and aliased ``challenger`` / ``champion``.
 """
@@ -67,6 +69,16 @@ PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 #: Rows used for the SHAP summary plot and global importance (seeded sample of the test rows).
 SHAP_SAMPLE_ROWS = 2000
+
+#: At most this many test-cutoff rows are logged as ``reference/reference_features.parquet``.
+REFERENCE_MAX_ROWS = 50_000
+
+#: Artifact paths of the reference data (read by ``pipelines.monitoring`` and serving).
+REFERENCE_DIR = "reference"
+TEST_PREDICTIONS_ARTIFACT = f"{REFERENCE_DIR}/test_predictions.parquet"
+REFERENCE_FEATURES_ARTIFACT = f"{REFERENCE_DIR}/reference_features.parquet"
+GLOBAL_STATS_ARTIFACT = f"{REFERENCE_DIR}/global_stats.json"
+REFERENCE_INFO_ARTIFACT = f"{REFERENCE_DIR}/reference_info.json"
 
 #: MLflow type of each feature kind in the model signature.
 SIGNATURE_TYPES: dict[str, str] = {
@@ -191,6 +203,40 @@ def _signature(input_types: dict[str, str], default_top_k: int):
     )
 
 
+def reference_frames(
+    data: TaskData, probabilities: np.ndarray, *, max_rows: int = REFERENCE_MAX_ROWS, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reference data of a run: test predictions, and test feature rows with predictions.
+
+    Both come from the test cutoff (the latest matured cutoff), not from the training cutoffs:
+    they are the out-of-sample rows the run's metrics were measured on, so a later batch can be
+    compared with them like for like (predictions on training rows are optimistic and would
+    make any later batch look drifted). ``test_predictions`` holds every test row
+    (``customer_id``, ``cutoff``, ``probability``, ``label``); ``reference_features`` holds the
+    model's input columns of a seeded sample of at most ``max_rows`` of them, plus the label
+    column and ``probability``.
+    """
+    test = data.test
+    probability = np.asarray(probabilities, dtype=np.float64)
+    if len(probability) != len(test):
+        raise ValueError(f"{len(probability)} probabilities for {len(test)} test rows")
+    predictions = pd.DataFrame(
+        {
+            "customer_id": test["customer_id"].astype(str).to_numpy(),
+            "cutoff": pd.to_datetime(test["cutoff"]).to_numpy(),
+            "probability": probability,
+            "label": test[data.label_column].to_numpy(dtype=np.float64),
+        }
+    )
+    columns = ["customer_id", "cutoff", *data.spec.features, data.label_column]
+    features = test[columns].copy()
+    features["customer_id"] = features["customer_id"].astype(str)
+    features["probability"] = probability
+    if len(features) > max_rows:
+        features = features.sample(n=max_rows, random_state=seed).sort_index()
+    return predictions, features.reset_index(drop=True)
+
+
 def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -215,9 +261,20 @@ def train(
     task: str,
     data_source: str,
     progress: bool = True,
+    global_stats: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train, evaluate, log and register the model of ``task`` on a stacked snapshot table."""
+    """Train, evaluate, log and register the model of ``task`` on a stacked snapshot table.
+
+    ``global_stats``: the ``features.segments.GlobalStats.to_dict()`` of the test cutoff (CLV
+    parameters, RFM and value-tier cut points), logged as ``reference/global_stats.json`` so
+    that scoring and monitoring compute later features with the same segment definitions.
+    """
     import mlflow
+
+    if global_stats is not None:
+        from features.segments import GlobalStats
+
+        GlobalStats.from_dict(global_stats)  # a wrong layout fails before any work is done
 
     task_cfg = cfg.task(task)
     data = build_task_data(
@@ -237,6 +294,12 @@ def train(
     if unseen:
         run_warnings.append(f"test rows with categorical levels unseen in training: {unseen}")
     values_test = customer_values(data.test, cfg.economics)  # fail fast on a bad value column
+    stats_cutoff = (global_stats or {}).get("cutoff")
+    test_day = data.split.test_cutoff.date().isoformat()
+    if stats_cutoff is not None and str(stats_cutoff) != test_day:
+        run_warnings.append(
+            f"global_stats were fitted at {stats_cutoff}, not at the test cutoff {test_day}"
+        )
 
     source = redact(data_source)
     configure_mlflow(cfg.mlflow)
@@ -436,6 +499,31 @@ def train(
             lr_calibrator.save_json(lr_dir / "calibration.json")
             mlflow.log_artifacts(str(lr_dir), "baseline_lr")
             mlflow.log_dict(cfg.model_dump(mode="json"), "config/training_config.json")
+
+            # --- reference data for monitoring and serving ------------------------------
+            reference_dir = tmp_dir / REFERENCE_DIR
+            reference_dir.mkdir()
+            test_predictions, reference_features = reference_frames(data, p_test, seed=cfg.seed)
+            test_predictions.to_parquet(reference_dir / "test_predictions.parquet", index=False)
+            reference_features.to_parquet(reference_dir / "reference_features.parquet", index=False)
+            if global_stats is not None:
+                (reference_dir / "global_stats.json").write_text(
+                    json.dumps(global_stats, indent=2, default=str), encoding="utf-8"
+                )
+            reference_info = {
+                "task": task,
+                "label_column": task_cfg.label_column,
+                "test_cutoff": test_day,
+                "features": list(spec.features),
+                "n_test_rows": len(test_predictions),
+                "n_reference_rows": len(reference_features),
+                "reference_sample_seed": cfg.seed,
+                "has_global_stats": global_stats is not None,
+            }
+            (reference_dir / "reference_info.json").write_text(
+                json.dumps(reference_info, indent=2), encoding="utf-8"
+            )
+            mlflow.log_artifacts(str(reference_dir), REFERENCE_DIR)
 
             # --- the model -----------------------------------------------------------------
             artifacts = scorer.save(tmp_dir / "model_artifacts", cfg.model_format)
