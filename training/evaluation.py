@@ -299,3 +299,92 @@ def suspicious_features(X: pd.DataFrame, y: np.ndarray, threshold: float) -> dic
         if power > threshold:
             found[column] = power
     return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Segments
+# --------------------------------------------------------------------------------------------
+
+#: Segment name given to rows whose segment column is missing.
+MISSING_SEGMENT = "(missing)"
+
+
+def segment_lift_table(
+    scored: pd.DataFrame,
+    segment_column: str,
+    *,
+    label_column: str = "churn_label",
+    score_column: str = "probability",
+    top_fraction: float = 0.1,
+) -> pd.DataFrame:
+    """Observed and predicted rates per segment, and how well the model ranks inside it.
+
+    ``scored`` holds one row per customer of the test cutoff with its label (1.0/0.0; rows
+    without a label are left out), its model score and the segment column (e.g.
+    ``rfm_segment``, ``lifecycle_stage``, ``value_tier``). One row per segment, highest rate
+    lift first:
+
+    * ``customers``, ``share`` (of all customers), ``positives`` and ``rate``: the observed
+      label rate in the segment (for churn, the churn rate);
+    * ``rate_lift``: ``rate`` / the overall rate, i.e. how much more often than average the
+      segment churns (a segment a team could target without a model);
+    * ``mean_score``: the mean model score, next to ``rate`` a per-segment calibration check;
+    * ``in_top_share``: share of the segment among the overall top ``top_fraction`` by score
+      (who a campaign at that depth would contact), and ``captured_in_top_share``: the share
+      of all positives that are in the segment AND in that top slice (columns named with the
+      depth, e.g. ``in_top_10_share`` and ``captured_in_top_10_share`` for 0.1);
+    * ``model_lift_at_<depth>``: the model's lift at ``top_fraction`` inside the segment
+      (positive rate of the segment's own top slice / the segment's rate): does the model
+      still rank customers once the segment is known? NaN where the segment has no positive.
+    """
+    missing = [c for c in (segment_column, label_column, score_column) if c not in scored.columns]
+    if missing:
+        raise ValueError(f"scored table lacks column(s) {missing}")
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    labelled = scored.loc[scored[label_column].notna()]
+    if labelled.empty:
+        raise ValueError(f"no row of the scored table has a {label_column}")
+    y = labelled[label_column].to_numpy(dtype=np.float64)
+    score = pd.to_numeric(labelled[score_column], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(score).all():
+        raise ValueError(f"{score_column} has missing or non-finite values")
+    segment = (
+        labelled[segment_column]
+        .astype("object")
+        .where(labelled[segment_column].notna(), MISSING_SEGMENT)
+    )
+    segment = segment.map(str).to_numpy()
+    in_top = np.zeros(len(y), dtype=bool)
+    in_top[_descending_order(score)[: top_k_count(len(y), top_fraction)]] = True
+    overall_rate = y.mean()
+    total_positives = y.sum()
+    label = fraction_label(top_fraction)
+    rows = []
+    for name in pd.unique(segment):
+        member = segment == name
+        y_segment = y[member]
+        rate = float(y_segment.mean())
+        rows.append(
+            {
+                "segment": name,
+                "customers": int(member.sum()),
+                "share": float(member.mean()),
+                "positives": int(y_segment.sum()),
+                "rate": rate,
+                "rate_lift": rate / overall_rate if overall_rate > 0 else float("nan"),
+                "mean_score": float(score[member].mean()),
+                f"in_top_{label}_share": float(in_top[member].mean()),
+                f"captured_in_top_{label}_share": (
+                    float(y[member & in_top].sum() / total_positives)
+                    if total_positives > 0
+                    else float("nan")
+                ),
+                f"model_lift_at_{label}": lift_at(y_segment, score[member], top_fraction),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values(
+        ["rate_lift", "customers"], ascending=[False, False], kind="stable"
+    )
+    table.index = pd.Index(table.pop("segment").to_numpy(), name=segment_column)
+    return table

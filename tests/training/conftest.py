@@ -1,116 +1,102 @@
-"""Fixtures of the training tests: a small, realistic snapshot table and an MLflow store in tmp.
+"""Fixtures of the training tests: a snapshot table built by the real feature pipeline.
 
-``make_snapshots`` imitates what ``features.snapshots.build_snapshots`` produces (one row per
-customer and cutoff, numeric and categorical features with gaps, ``is_active``, the three
-labels with NaN where not eligible, ``label_matured``), with labels that depend on a few
-features plus noise so that models have something real to find:
+The data are a small generated CRM history (``features.synthetic``, fixed seed), turned into
+the training table exactly as ``churn snapshots`` does it: ``features.snapshots.build_snapshots``
+over monthly cutoffs. The generator's churn, up-sell and win-back are driven by behaviour the
+features can see (falling activity, complaints, unresolved tickets, campaign clicks, ...), so
+models have something real to find, and the columns, dtypes, gaps and label eligibility are the
+ones production training meets.
 
-* churn (active customers): longer silence (``recency_days``), more complaints, fewer visits
-  and the basic plan raise it;
-* up-sell (active customers): more categories bought and a rising spend trend raise it;
-* win-back (lapsed customers): a shorter silence and more past purchases raise it.
-
-The last cutoff has not matured: its labels are NaN and ``label_matured`` is False.
+Cutoffs (``SnapshotCutoffs``): four monthly cutoffs whose 90-day label windows have matured,
+the last of them the latest matured month start, plus one later cutoff whose window has not
+(features present, labels NaN, ``label_matured`` False), as in a table that also serves scoring.
+Built once per session (about a second); tests must not mutate the table (copy first).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from datetime import date
+
 import pandas as pd
 import pytest
 
-CUTOFFS = ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01")
+#: Size and seed of the generated history; the period is the generator's default
+#: (2023-01-01..2025-06-30), so the data end on 2025-07-01.
+N_CUSTOMERS = 2500
+SEED = 7
+MATURED_CUTOFFS = ("2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01")
+UNMATURED_CUTOFF = "2025-05-01"
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+@dataclass(frozen=True)
+class SnapshotCutoffs:
+    """The fixture's cutoffs: ``matured`` oldest first, and the one ``unmatured`` cutoff."""
+
+    matured: tuple[pd.Timestamp, ...]
+    unmatured: pd.Timestamp
+
+    @property
+    def test(self) -> pd.Timestamp:
+        """Where a time split tests: the latest matured cutoff."""
+        return self.matured[-1]
+
+    @property
+    def validation(self) -> pd.Timestamp:
+        return self.matured[-2]
+
+    @property
+    def train(self) -> tuple[pd.Timestamp, ...]:
+        return self.matured[:-2]
 
 
-def make_snapshots(
-    n_customers: int = 1500, cutoffs: tuple[str, ...] = CUTOFFS, seed: int = 0
-) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ids = np.array([f"C{i:05d}" for i in range(n_customers)])
-    engagement = rng.normal(size=n_customers)
-    plan = rng.choice(["basic", "pro", "premium"], size=n_customers, p=[0.5, 0.35, 0.15])
-    country = rng.choice(["DE", "FR", "NL", "IT", "ES"], size=n_customers)
-    channel = rng.choice(["search", "social", "referral", "direct"], size=n_customers).astype(
-        object
+def build_fixture_snapshots() -> tuple[pd.DataFrame, SnapshotCutoffs]:
+    """Generate the history and build the snapshot table with the default parameters."""
+    from features.config import FeatureParams, LabelParams
+    from features.snapshots import build_snapshots
+    from features.synthetic import GeneratorParams, generate_crm_data
+
+    crm = generate_crm_data(
+        GeneratorParams(n_customers=N_CUSTOMERS, seed=SEED, end=date(2025, 6, 30))
     )
-    channel[rng.random(n_customers) < 0.1] = None
-    signup_age = rng.uniform(30, 900, size=n_customers)
-    frames = []
-    for k, cutoff in enumerate(cutoffs):
-        recency = rng.exponential(35 * np.exp(-0.6 * engagement)) + rng.uniform(0, 10, n_customers)
-        active = recency < 90
-        visits_30d = rng.poisson(np.exp(1.0 + 0.5 * engagement) * active)
-        purchases_90d = rng.poisson(np.exp(0.3 + 0.5 * engagement) * active)
-        purchases_365d = purchases_90d + rng.poisson(np.exp(0.8 + 0.4 * engagement))
-        spend_90d = purchases_90d * rng.lognormal(3.5, 0.5, n_customers)
-        complaints_90d = rng.poisson(0.25 + 0.35 * (plan == "basic"))
-        categories = rng.poisson(1.0 + 0.8 * np.clip(engagement, -1, None)) + 1
-        spend_trend = rng.normal(0, 1, n_customers)
-        spend_trend[purchases_90d == 0] = np.nan
-        avg_order_value = np.where(
-            purchases_90d > 0, spend_90d / np.maximum(purchases_90d, 1), np.nan
+    data_end = (crm.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
+    label_params = LabelParams()
+    cutoffs = SnapshotCutoffs(
+        matured=tuple(pd.Timestamp(c) for c in MATURED_CUTOFFS),
+        unmatured=pd.Timestamp(UNMATURED_CUTOFF),
+    )
+    label_span = pd.Timedelta(days=label_params.lead_days + label_params.horizon_days)
+    if not cutoffs.test + label_span <= data_end < cutoffs.unmatured + label_span:
+        raise RuntimeError(
+            f"the fixture cutoffs no longer straddle the end of the generated data ({data_end})"
         )
-        clv = np.exp(4.5 + 0.5 * engagement + rng.normal(0, 0.3, n_customers))
-        stage = np.where(
-            ~active, "lapsed", np.where(signup_age + 31 * k < 120, "new", "established")
-        )
-        rfm = np.where(recency < 30, "champions", np.where(recency < 90, "at_risk", "hibernating"))
-
-        churn_logit = (
-            -1.2
-            + 0.03 * (recency - 30)
-            + 0.7 * complaints_90d
-            - 0.35 * np.log1p(visits_30d)
-            + 0.5 * (plan == "basic")
-            + rng.normal(0, 0.6, n_customers)
-        )
-        upsell_logit = (
-            -2.0 + 0.45 * categories + 0.7 * np.nan_to_num(spend_trend) + 0.3 * (plan == "pro")
-        )
-        winback_logit = -0.5 - 0.012 * (recency - 90) + 0.25 * np.log1p(purchases_365d)
-        churn = (rng.random(n_customers) < _sigmoid(churn_logit)).astype(float)
-        upsell = (rng.random(n_customers) < _sigmoid(upsell_logit)).astype(float)
-        winback = (rng.random(n_customers) < _sigmoid(winback_logit)).astype(float)
-        matured = k < len(cutoffs) - 1
-        frame = pd.DataFrame(
-            {
-                "customer_id": ids,
-                "cutoff": pd.Timestamp(cutoff),
-                "recency_days": recency,
-                "tenure_days": signup_age + 31 * k,
-                "visits_30d": visits_30d.astype("int64"),
-                "purchases_90d": purchases_90d.astype("int64"),
-                "purchases_365d": purchases_365d.astype("int64"),
-                "spend_90d": spend_90d,
-                "avg_order_value": avg_order_value,
-                "spend_trend": spend_trend,
-                "complaints_90d": complaints_90d.astype("int64"),
-                "distinct_categories_365d": categories.astype("int64"),
-                "clv": clv,
-                "plan": plan,
-                "country": country,
-                "acquisition_channel": channel,
-                "lifecycle_stage": stage,
-                "rfm_segment": rfm,
-                "is_active": active,
-                "churn_label": np.where(active & matured, churn, np.nan),
-                "upsell_label": np.where(active & matured, upsell, np.nan),
-                "winback_label": np.where(~active & matured, winback, np.nan),
-                "label_matured": matured,
-            }
-        )
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    table, _ = build_snapshots(
+        crm.events,
+        [*cutoffs.matured, cutoffs.unmatured],
+        customers=crm.customers,
+        subscriptions=crm.subscriptions,
+        feature_params=FeatureParams(),
+        label_params=label_params,
+        data_end=data_end,
+    )
+    return table, cutoffs
 
 
 @pytest.fixture(scope="session")
-def snapshots() -> pd.DataFrame:
+def _built_snapshots() -> tuple[pd.DataFrame, SnapshotCutoffs]:
+    return build_fixture_snapshots()
+
+
+@pytest.fixture(scope="session")
+def snapshots(_built_snapshots) -> pd.DataFrame:
     """The shared snapshot table; tests must not mutate it (copy first)."""
-    return make_snapshots()
+    return _built_snapshots[0]
+
+
+@pytest.fixture(scope="session")
+def snapshot_cutoffs(_built_snapshots) -> SnapshotCutoffs:
+    """Which cutoffs the snapshot table holds and how a time split uses them."""
+    return _built_snapshots[1]
 
 
 @pytest.fixture(scope="session")

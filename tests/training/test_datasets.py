@@ -60,10 +60,12 @@ def test_time_split_never_trains_or_validates_on_a_later_cutoff(offsets, n_unmat
     assert set(split.unusable_cutoffs) == {d for d, m in zip(dates, matured, strict=True) if not m}
 
 
-def test_time_split_skips_cutoffs_whose_labels_have_not_matured(snapshots):
+def test_time_split_skips_cutoffs_whose_labels_have_not_matured(snapshots, snapshot_cutoffs):
     split = split_by_time(snapshots, "churn_label")
-    assert split.test_cutoff == pd.Timestamp("2024-04-01")
-    assert split.unusable_cutoffs == (pd.Timestamp("2024-05-01"),)
+    assert split.test_cutoff == snapshot_cutoffs.test
+    assert split.validation_cutoff == snapshot_cutoffs.validation
+    assert split.train_cutoffs == snapshot_cutoffs.train
+    assert split.unusable_cutoffs == (snapshot_cutoffs.unmatured,)
 
 
 def test_time_split_purge_gap_keeps_label_windows_apart():

@@ -171,3 +171,44 @@ def test_suspicious_features_flag_a_copy_of_the_label():
     y = rng.integers(0, 2, 300)
     X = pd.DataFrame({"leak": y.astype(float), "honest": rng.normal(size=300) + 0.5 * y})
     assert list(suspicious_features(X, y, 0.95)) == ["leak"]
+
+
+def _scored_segments() -> pd.DataFrame:
+    # segment a: 4 customers, 3 churners; b: 4 customers, 1 churner; one unlabelled row
+    return pd.DataFrame(
+        {
+            "rfm_segment": ["a", "a", "a", "a", "b", "b", "b", "b", "b"],
+            "churn_label": [1, 1, 1, 0, 1, 0, 0, 0, np.nan],
+            "probability": [0.9, 0.8, 0.3, 0.2, 0.7, 0.6, 0.1, 0.05, 0.5],
+        }
+    )
+
+
+def test_segment_lift_table_reports_rates_lift_and_the_models_top_slice():
+    from training.evaluation import segment_lift_table
+
+    table = segment_lift_table(_scored_segments(), "rfm_segment", top_fraction=0.25)
+    assert list(table.index) == ["a", "b"]  # highest churn-rate lift first
+    assert table.index.name == "rfm_segment"
+    assert table["customers"].tolist() == [4, 4]  # the unlabelled row is left out
+    assert table["rate"].tolist() == [0.75, 0.25]
+    assert table["rate_lift"].tolist() == [1.5, 0.5]  # overall rate 0.5
+    assert table.loc["a", "mean_score"] == pytest.approx(0.55)
+    # overall top 25% = 2 rows: 0.9 and 0.8, both churners of segment a
+    assert table["in_top_25_share"].tolist() == [0.5, 0.0]
+    assert table["captured_in_top_25_share"].tolist() == [0.5, 0.0]
+    # inside b the top 25% (one row, 0.7) is its one churner: lift 1 / 0.25
+    assert table.loc["b", "model_lift_at_25"] == pytest.approx(4.0)
+
+
+def test_segment_lift_table_names_missing_segments_and_checks_its_input():
+    from training.evaluation import MISSING_SEGMENT, segment_lift_table
+
+    scored = _scored_segments().assign(value_tier=["A", None, "A", "B", "B", None, "B", "A", "A"])
+    table = segment_lift_table(scored, "value_tier")
+    assert set(table.index) == {"A", "B", MISSING_SEGMENT}
+    assert table["customers"].sum() == 8
+    with pytest.raises(ValueError, match="lifecycle_stage"):
+        segment_lift_table(scored, "lifecycle_stage")
+    with pytest.raises(ValueError, match="non-finite"):
+        segment_lift_table(scored.assign(probability=np.nan), "value_tier")

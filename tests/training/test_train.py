@@ -1,9 +1,11 @@
 """End to end: train -> MLflow run -> registered version -> aliases, on a tmp MLflow store.
 
-Three churn runs on the same snapshot table and test cutoff:
+Three churn runs on the same snapshot table (built by the real feature pipeline, see
+``conftest.py``) and test cutoff:
 
-1. without complaints, visits and plan      -> first version, promoted (no champion yet);
-2. also without recency and its derivatives  -> worse than the champion, stays challenger;
+1. only the static attributes (tenure, customer type, acquisition channel, country)
+                                             -> first version, promoted (no champion yet);
+2. only the country                          -> worse than the champion, stays challenger;
 3. with every feature                        -> beats the champion, promoted.
 """
 
@@ -28,19 +30,20 @@ from training.train import TrainResult, train
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "churn-e2e"
-RUN_EXCLUSIONS = (
-    ("complaints_90d", "visits_30d", "plan"),
-    (
-        "complaints_90d",
-        "visits_30d",
-        "plan",
-        "recency_days",
-        "rfm_segment",
-        "is_active",
-        "lifecycle_stage",
-    ),
-    (),
+#: The features each run keeps (None = all of them).
+RUN_FEATURES: tuple[tuple[str, ...] | None, ...] = (
+    ("tenure_days", "customer_type", "acquisition_channel", "country"),
+    ("country",),
+    None,
 )
+
+
+def _exclusions(snapshots: pd.DataFrame, keep: tuple[str, ...] | None) -> tuple[str, ...]:
+    from training.datasets import feature_columns
+
+    if keep is None:
+        return ()
+    return tuple(f for f in feature_columns(snapshots) if f not in keep)
 
 
 def _config(mlflow_store, fast_config_kwargs, *, model_name: str, exclude=(), **overrides):
@@ -63,7 +66,8 @@ def promotion_runs(snapshots, mlflow_store, fast_config_kwargs):
 
     results: list[TrainResult] = []
     aliases: list[dict[str, str]] = []
-    for exclude in RUN_EXCLUSIONS:
+    for keep in RUN_FEATURES:
+        exclude = _exclusions(snapshots, keep)
         cfg = _config(mlflow_store, fast_config_kwargs, model_name=MODEL_NAME, exclude=exclude)
         results.append(
             train(cfg, snapshots, task="churn", data_source="fixture:test", progress=False)
@@ -108,18 +112,18 @@ def test_better_version_is_promoted(promotion_runs):
     assert version.description.startswith("Promoted to champion")
 
 
-def test_train_result_is_json_with_the_headline_metrics(promotion_runs):
+def test_train_result_is_json_with_the_headline_metrics(promotion_runs, snapshot_cutoffs):
     result = promotion_runs[0][2]
     payload = json.loads(result.model_dump_json())
     for key in ("run_id", "model_name", "model_version", "alias", "metrics"):
         assert key in payload
     for metric in ("roc_auc", "pr_auc", "brier", "lift_at_10", "baseline_roc_auc", "lr_roc_auc"):
         assert np.isfinite(payload["metrics"][metric])
-    assert payload["split"]["test_cutoff"] == "2024-04-01"
-    assert "2024-05-01" in payload["split"]["unusable_cutoffs"]
+    assert payload["split"]["test_cutoff"] == str(snapshot_cutoffs.test.date())
+    assert payload["split"]["unusable_cutoffs"] == [str(snapshot_cutoffs.unmatured.date())]
 
 
-def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs):
+def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs, snapshot_cutoffs):
     import mlflow
 
     result = promotion_runs[0][2]
@@ -132,7 +136,7 @@ def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs):
     assert tags["leakage_warning"] == "false"
     assert "scale_pos_weight" in tags["imbalance_handling"]
     assert tags["baseline_rule"].startswith("recency_days >= ")
-    assert run.data.params["test_cutoff"] == "2024-04-01"
+    assert run.data.params["test_cutoff"] == str(snapshot_cutoffs.test.date())
     assert run.data.params["n_trials"] == "3"
     for prefix in ("", "lr_", "baseline_"):
         for metric in (
@@ -152,8 +156,11 @@ def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs):
         input_tags = {t.key: t.value for t in dataset_input.tags}
         contexts[input_tags["mlflow.data.context"]] = (dataset_input.dataset.digest, input_tags)
     assert set(contexts) == {"training", "validation", "testing"}
-    assert contexts["training"][1]["cutoffs"] == "2024-01-01,2024-02-01"
-    assert contexts["testing"][1]["cutoffs"] == "2024-04-01"
+    assert contexts["training"][1]["cutoffs"] == ",".join(
+        str(c.date()) for c in snapshot_cutoffs.train
+    )
+    assert contexts["validation"][1]["cutoffs"] == str(snapshot_cutoffs.validation.date())
+    assert contexts["testing"][1]["cutoffs"] == str(snapshot_cutoffs.test.date())
     assert all(digest for digest, _ in contexts.values())
 
     plots = {Path(a.path).name for a in client.list_artifacts(result.run_id, "plots")}
@@ -172,8 +179,12 @@ def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs):
     assert len(children) == result.metrics["n_trials"]
 
 
-def test_logged_model_is_pickle_free_with_signature_and_example(promotion_runs, tmp_path):
+def test_logged_model_is_pickle_free_with_signature_and_example(
+    promotion_runs, snapshots, tmp_path
+):
     import mlflow
+
+    from training.datasets import feature_columns
 
     result = promotion_runs[0][2]
     local = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path)))
@@ -183,7 +194,8 @@ def test_logged_model_is_pickle_free_with_signature_and_example(promotion_runs, 
     assert "input_example.json" in files
     model = mlflow.models.Model.load(str(local))
     assert "model_code_path" in model.flavors["python_function"]
-    assert model.signature.inputs.input_names()[:2] == ["recency_days", "tenure_days"]
+    # the signature holds the feature columns in table order (tenure_days, recency_days, ...)
+    assert model.signature.inputs.input_names()[:2] == feature_columns(snapshots)[:2]
     assert {p.name for p in model.signature.params.params} == {"explain", "top_k"}
 
 
@@ -297,3 +309,15 @@ def test_feature_equal_to_label_raises_a_leakage_warning(
     assert tags["leakage_warning"] == "true"
     assert "leaky_copy" in json.loads(tags["suspicious_features"])
     assert any("possible leakage" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("task", ["upsell", "winback"])
+def test_upsell_and_winback_models_train_on_the_real_snapshot_table(
+    task, snapshots, snapshot_cutoffs, mlflow_store, fast_config_kwargs
+):
+    cfg = TrainingConfig(mlflow=mlflow_store, **{**fast_config_kwargs, "n_trials": 2})
+    result = train(cfg, snapshots, task=task, data_source="fixture:test", progress=False)
+    assert result.task == task and result.model_name == task
+    assert result.split["test_cutoff"] == str(snapshot_cutoffs.test.date())
+    assert result.alias == "champion"  # the first version of its registered model
+    assert result.metrics["roc_auc"] > 0.6

@@ -1,0 +1,85 @@
+"""A small run of benchmarks/cdnow.py on a subsample of the real CDNOW log.
+
+The figures themselves come from the full run (see the script's docstring); here the script
+must load the real data through the contract, build the honest split, train, fit BG/NBD and
+print the promised JSON with metrics in [0, 1].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "cdnow.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_cdnow", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pydantic resolve names through it
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cdnow():
+    module = load_benchmark()
+    if module.cdnow_master_path() is None:
+        pytest.skip("lifetimes (the dev dependency that ships CDNOW_master.txt) is not installed")
+    return module
+
+
+def test_cdnow_benchmark_smoke_run_prints_its_json_summary(cdnow, capsys):
+    quick = ["--trials", "2", "--time-budget", "60", "--max-rounds", "100"]
+    summary = cdnow.main(["--sample-customers", "2000", *quick])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == summary
+    for key in ("model_roc_auc", "model_pr_auc", "bgnbd_roc_auc", "bgnbd_pr_auc", "churn_rate"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["n_customers"] == 2000  # every sampled customer is in the test population
+    assert summary["split"]["test_cutoff"] == "1997-10-01"
+    assert summary["split"]["test_horizon_days"] == 273
+    # no training or validation label window reaches past the test cutoff
+    assert summary["split"]["train_and_validation_labels_end"] == "1997-10-01"
+    assert summary["trials"] <= 2
+
+
+def test_cdnow_loads_through_the_contract_with_first_purchase_as_signup(cdnow, tmp_path):
+    log = cdnow.sample_customers(cdnow.read_cdnow_master(cdnow.cdnow_master_path()), 300, seed=1)
+    events, customers, reports = cdnow.load_cdnow(log, tmp_path)
+    assert set(events["event_type"].astype(str)) == {"purchase"}
+    assert events["customer_id"].nunique() == len(customers) == 300
+    assert str(events["customer_id"].iloc[0]).isdigit()  # ids stay text ("00042"), not numbers
+    assert reports["events"]["input_rows"] == len(log)
+    assert reports["events"]["clean_rows"] + reports["events"]["quarantined_rows"] == len(log)
+    first_purchase = events.groupby("customer_id", observed=True)["timestamp"].min()
+    signup = customers.set_index("customer_id")["signup_date"]
+    assert (signup.reindex(first_purchase.index) == first_purchase).all()
+
+
+def test_bgnbd_summary_counts_repeat_purchase_days_in_weeks(cdnow):
+    import pandas as pd
+
+    events = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b", "a"],
+            "timestamp": pd.to_datetime(
+                ["1997-01-01", "1997-01-01", "1997-01-15", "1997-03-01", "1997-10-01"]
+            ),
+            "event_type": "purchase",
+        }
+    )
+    summary = cdnow.rfm_summary(events, cdnow.TEST_CUTOFF)
+    # a: two purchase days before the cutoff (the 1997-10-01 one is holdout) -> x = 1
+    assert summary.loc["a"].tolist() == [
+        1.0,
+        2.0,
+        (cdnow.TEST_CUTOFF - events.timestamp[0]).days / 7,
+    ]
+    assert summary.loc["b", "frequency"] == 0.0 and summary.loc["b", "recency"] == 0.0
