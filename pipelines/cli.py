@@ -475,6 +475,87 @@ def report(
     _print_json({"report": str(path)})
 
 
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; each loads the models.")
+    ] = 1,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check that the models are there; do not serve.")
+    ] = False,
+) -> None:
+    """Serve the champion models over HTTP (BentoML): /score, /risk_list, /model_info."""
+    import subprocess
+
+    from serving.scoring import champion_versions
+    from serving.service import CONFIG_ENV, WORKERS_ENV, serve_command
+
+    if config is None and Path("churn.yaml").is_file():
+        config = Path("churn.yaml")
+    cfg = _config(config)
+    versions = champion_versions(cfg)
+    uris = cfg.serving.model_uris_for(
+        {t: cfg.training.task(t).registered_model_name for t in versions}
+    )
+    if versions.get("churn") is None:
+        typer.echo(
+            f"refusing to start: no churn model at {uris['churn']} in "
+            f"{cfg.training.mlflow.registry_uri or cfg.training.mlflow.tracking_uri}: train one "
+            "(`churn train --task churn`) or set serving.model_uris.churn",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    for task, version in versions.items():
+        if version is None:
+            typer.echo(f"warning: no {task} model at {uris[task]}: left empty", err=True)
+    host = host or cfg.serving.host
+    port = port or cfg.serving.port
+    command = serve_command(host=host, port=port)
+    env = {**os.environ, WORKERS_ENV: str(workers)}
+    if config is not None:
+        env[CONFIG_ENV] = str(Path(config).resolve())
+    typer.echo(f"models {versions}; serving on http://{host}:{port}", err=True)
+    if check:
+        _print_json({"models": versions, "url": f"http://{host}:{port}", "command": command})
+        return
+    raise typer.Exit(code=subprocess.call(command, env=env))
+
+
+@app.command()
+def bento(
+    config: ConfigOption = None,
+    build: Annotated[bool, typer.Option(help="Run `bentoml build` after the export.")] = True,
+) -> None:
+    """Package the service: the champions into the BentoML model store, then `bentoml build`."""
+    import shutil
+    import subprocess
+
+    from serving.service import export_champions
+
+    if config is None and Path("churn.yaml").is_file():
+        config = Path("churn.yaml")
+    if build and not Path("bentofile.yaml").is_file():
+        raise typer.BadParameter("run it in the project directory: bentofile.yaml not found")
+    tags = export_champions(_config(config))
+    typer.echo(f"exported the champions to the BentoML model store: {tags}", err=True)
+    summary: dict[str, Any] = {"models": tags}
+    if build:
+        bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+        completed = subprocess.run(
+            [bentoml, "build", ".", "--output", "tag"], capture_output=True, text=True
+        )
+        if completed.returncode != 0:
+            typer.echo(completed.stdout + completed.stderr, err=True)
+            raise typer.Exit(code=completed.returncode)
+        tag = completed.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+        typer.echo(f"built {tag}: `bentoml serve {tag}`, `bentoml containerize {tag}`", err=True)
+        summary["bento"] = tag
+    _print_json(summary)
+
+
 #: Errors that mean "your input or setup is wrong", shown as one readable line, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (DataContractError, FileNotFoundError, ValueError)
 
