@@ -1,0 +1,604 @@
+"""The Spark engine gives the local engine's feature and snapshot tables, for any bucketing.
+
+One SparkSession (``local[2]``, 4 shuffle partitions, no UI, quiet logs) serves the module; the
+CRM data is generated once, written as Parquet the way the generator writes it (nanosecond
+timestamps, dictionary-encoded strings) and read back by Spark, so the whole input path is the
+real one. Skipped when PySpark or Java is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None:  # pragma: no cover - depends on the machine
+    pytest.skip("the Spark engine needs Java 17 on PATH", allow_module_level=True)
+
+from pyspark.sql import types as T  # noqa: E402
+
+from features.config import FeatureParams, LabelParams  # noqa: E402
+from features.contract import DataContractError  # noqa: E402
+from features.lifecycle import compute_customer_features  # noqa: E402
+from features.snapshots import build_features, build_snapshots, stats_key  # noqa: E402
+from features.spark import (  # noqa: E402
+    EVENTS_PER_BUCKET,
+    GLOBAL_STATS_COLUMNS,
+    canonical_crm,
+    check_crm,
+    default_bucket_count,
+    fit_global_stats_spark,
+    spark_schema_of,
+    spark_session,
+)
+from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data  # noqa: E402
+
+FEATURE_PARAMS = FeatureParams(clv_fit_sample=400)  # below the purchasers: the sample matters
+LABEL_PARAMS = LabelParams(horizon_days=60)
+AS_OF = "2025-03-01"
+# data end 2025-06-30: the first cutoff's window has matured, the last one's has not
+SNAPSHOT_CUTOFFS = ("2024-11-01", "2025-06-01")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = spark_session("local[2]", shuffle_partitions=4, log_level="ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def crm_data():
+    return generate_crm_data(GeneratorParams(n_customers=700, seed=11, activity_scale=0.5))
+
+
+@pytest.fixture(scope="module")
+def spark_crm(spark, crm_data, tmp_path_factory):
+    paths = write_crm_data(crm_data, tmp_path_factory.mktemp("crm"))
+    return canonical_crm(
+        spark.read.parquet(str(paths["events"])),
+        spark.read.parquet(str(paths["customers"])),
+        spark.read.parquet(str(paths["subscriptions"])),
+    )
+
+
+def assert_same_table(local: pd.DataFrame, distributed: pd.DataFrame) -> None:
+    """Same columns in the same order, same rows, every value equal (floats within 1e-9)."""
+    assert list(distributed.columns) == list(local.columns)
+    assert len(distributed) == len(local)
+    for column in local.columns:
+        expected, got = local[column], distributed[column]
+        if pd.api.types.is_float_dtype(expected):
+            np.testing.assert_allclose(
+                got.to_numpy(dtype=np.float64),
+                expected.to_numpy(dtype=np.float64),
+                rtol=1e-9,
+                atol=1e-12,
+                equal_nan=True,
+                err_msg=column,
+            )
+        else:
+            as_object = expected.astype(object).where(expected.notna(), None)
+            got_object = got.astype(object).where(got.notna(), None)
+            assert got_object.tolist() == as_object.tolist(), column
+            assert got.dtype == expected.dtype, column
+
+
+# --------------------------------------------------------------------------------------------
+# same results as the local engine
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_features(crm_data):
+    return build_features(
+        crm_data.events,
+        AS_OF,
+        customers=crm_data.customers,
+        subscriptions=crm_data.subscriptions,
+        params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+    )
+
+
+@pytest.mark.parametrize("n_buckets", [3, 17])
+def test_features_match_local_engine_for_any_bucket_count(spark_crm, local_features, n_buckets):
+    from features.spark import build_features_spark
+
+    table, stats = local_features
+    with build_features_spark(
+        spark_crm, AS_OF, params=FEATURE_PARAMS, label_params=LABEL_PARAMS, n_buckets=n_buckets
+    ) as result:
+        distributed = result.frame.toPandas()
+        assert result.n_buckets == n_buckets
+    assert distributed.columns[0] == "customer_id"
+    distributed = distributed.set_index("customer_id").sort_index()
+    assert_same_table(table, distributed)
+    assert distributed.index.tolist() == table.index.tolist()
+    assert result.stats[AS_OF].to_dict() == stats.to_dict()
+
+
+def test_given_statistics_are_applied_instead_of_fitted(spark_crm, crm_data, local_features):
+    from features.spark import build_features_spark
+
+    _, training_stats = local_features
+    later = "2025-05-01"
+    table, used = build_features(
+        crm_data.events,
+        later,
+        customers=crm_data.customers,
+        subscriptions=crm_data.subscriptions,
+        params=FEATURE_PARAMS,
+        stats=training_stats,
+        label_params=LABEL_PARAMS,
+    )
+    with build_features_spark(
+        spark_crm, later, params=FEATURE_PARAMS, label_params=LABEL_PARAMS, stats=training_stats
+    ) as result:
+        distributed = result.frame.toPandas().set_index("customer_id").sort_index()
+    assert result.stats == {stats_key(later): training_stats}
+    assert_same_table(table, distributed)
+
+
+def test_snapshots_with_labels_match_local_engine(spark_crm, crm_data):
+    from features.spark import build_snapshots_spark
+
+    data_end = pd.Timestamp("2025-07-01")
+    table, stats = build_snapshots(
+        crm_data.events,
+        SNAPSHOT_CUTOFFS,
+        customers=crm_data.customers,
+        subscriptions=crm_data.subscriptions,
+        feature_params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        data_end=data_end,
+    )
+    with build_snapshots_spark(
+        spark_crm,
+        SNAPSHOT_CUTOFFS,
+        feature_params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        data_end=data_end,
+        n_buckets=5,
+    ) as result:
+        distributed = result.frame.toPandas()
+    order = ["cutoff", "customer_id"]
+    expected = table.sort_values(order).reset_index(drop=True)
+    distributed = distributed.sort_values(order).reset_index(drop=True)
+    assert_same_table(expected, distributed)
+    assert {k: v.to_dict() for k, v in result.stats.items()} == {
+        k: v.to_dict() for k, v in stats.items()
+    }
+    assert distributed["churn_label"].notna().any()  # the matured cutoff has labels
+
+
+def test_shared_stats_cutoff_matches_local_engine(spark_crm, crm_data):
+    from features.spark import build_snapshots_spark
+
+    # (a stats cutoff whose CLV fit scores fast: some fits send BG/NBD's p_alive to quadrature)
+    cutoffs = ("2025-03-01", "2025-04-01")
+    table, stats = build_snapshots(
+        crm_data.events,
+        cutoffs,
+        customers=crm_data.customers,
+        subscriptions=crm_data.subscriptions,
+        feature_params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        stats_cutoff="2025-03-01",
+    )
+    with build_snapshots_spark(
+        spark_crm,
+        cutoffs,
+        feature_params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        stats_cutoff="2025-03-01",
+        n_buckets=4,
+    ) as result:
+        distributed = result.frame.toPandas()
+    order = ["cutoff", "customer_id"]
+    assert_same_table(
+        table.sort_values(order).reset_index(drop=True),
+        distributed.sort_values(order).reset_index(drop=True),
+    )
+    assert result.stats["2025-03-01"] == result.stats["2025-04-01"] == stats["2025-03-01"]
+
+
+def test_stats_cutoff_after_a_snapshot_is_refused(spark_crm):
+    from features.spark import build_snapshots_spark
+
+    with pytest.raises(ValueError, match="leak"):
+        build_snapshots_spark(
+            spark_crm,
+            ["2025-01-01"],
+            feature_params=FEATURE_PARAMS,
+            label_params=LABEL_PARAMS,
+            data_end="2025-07-01",
+            stats_cutoff="2025-02-01",
+            n_buckets=2,
+        )
+
+
+def test_sampled_statistics_do_not_depend_on_partitioning(spark, crm_data):
+    phase1 = compute_customer_features(
+        crm_data.events,
+        AS_OF,
+        customers=crm_data.customers,
+        subscriptions=crm_data.subscriptions,
+        params=FEATURE_PARAMS,
+    ).reset_index()
+    frame = spark.createDataFrame(phase1[["cutoff", "customer_id", *GLOBAL_STATS_COLUMNS]])
+    cutoff = [pd.Timestamp(AS_OF)]
+    fitted = [
+        fit_global_stats_spark(
+            frame.repartition(n, "customer_id"), cutoff, FEATURE_PARAMS, max_stats_customers=250
+        )[AS_OF]
+        for n in (1, 7)
+    ]
+    assert fitted[0] == fitted[1]
+    assert 150 < fitted[0].n_customers < 350  # about the requested sample, not everyone
+    assert len(phase1) > 500
+
+
+# --------------------------------------------------------------------------------------------
+# canonical input and its checks
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_time_type_becomes_exact_nanoseconds(spark):
+    stamp = dt.datetime(2024, 3, 5, 7, 8, 9, 123456)
+    schema = T.StructType(
+        [
+            T.StructField("customer_id", T.LongType()),
+            T.StructField("timestamp", T.TimestampNTZType()),
+            T.StructField("event_type", T.StringType()),
+        ]
+    )
+    ntz = spark.createDataFrame([(7, stamp, "visit")], schema)
+    expected = pd.Timestamp(stamp).value
+    crm = canonical_crm(ntz)
+    row = crm.events.first()
+    assert row["customer_id"] == "7"  # ids are strings in the contract
+    assert row["timestamp"] == expected
+    aware = ntz.selectExpr("customer_id", "cast(timestamp as timestamp) as timestamp", "event_type")
+    assert canonical_crm(aware).events.first()["timestamp"] == expected
+    as_long = spark.createDataFrame(
+        [("a", expected + 1, "visit")], "customer_id string, timestamp long, event_type string"
+    )
+    assert canonical_crm(as_long).events.first()["timestamp"] == expected + 1
+    customers = spark.createDataFrame(
+        [("a", dt.date(2024, 1, 2))], "customer_id string, signup_date date"
+    )
+    signup = canonical_crm(as_long, customers).customers.first()["signup_date"]
+    assert signup == pd.Timestamp("2024-01-02").value
+
+
+def test_string_timestamps_are_refused(spark):
+    raw = spark.createDataFrame(
+        [("a", "2024-01-01 10:00", "visit")],
+        "customer_id string, timestamp string, event_type string",
+    )
+    with pytest.raises(DataContractError, match="events.timestamp is string"):
+        canonical_crm(raw)
+
+
+def test_missing_required_column_is_a_contract_error(spark):
+    raw = spark.createDataFrame([("a", "visit")], "customer_id string, event_type string")
+    with pytest.raises(DataContractError, match=r"lacks required column\(s\) \['timestamp'\]"):
+        canonical_crm(raw)
+
+
+def _events(spark, rows):
+    return spark.createDataFrame(
+        rows, "customer_id string, timestamp timestamp_ntz, event_type string"
+    )
+
+
+def test_rows_phase_one_cannot_read_are_refused_with_counts(spark):
+    day = dt.datetime(2024, 1, 1)
+    events = _events(
+        spark,
+        [(None, day, "visit"), (None, day, "visit"), ("a", None, "visit"), ("a", day, "visit")],
+    )
+    with pytest.raises(DataContractError) as error:
+        check_crm(canonical_crm(events))
+    assert "2 events without customer_id" in str(error.value)
+    assert "1 events without timestamp" in str(error.value)
+
+
+def test_events_of_unknown_customers_are_refused_when_quarantining(spark):
+    day = dt.datetime(2024, 1, 1)
+    events = _events(spark, [("a", day, "visit"), ("b", day, "visit"), ("c", day, "purchase")])
+    customers = spark.createDataFrame([("a",)], "customer_id string")
+    crm = canonical_crm(events, customers)
+    with pytest.raises(DataContractError, match="2 customer ids absent"):
+        check_crm(crm, unknown_customers="quarantine")
+    assert check_crm(crm, unknown_customers="keep").n_events == 3
+
+
+def test_check_reports_size_and_data_end(spark):
+    events = _events(
+        spark,
+        [("a", dt.datetime(2024, 1, 1, 5), "visit"), ("b", dt.datetime(2024, 2, 3, 23), "visit")],
+    )
+    summary = check_crm(canonical_crm(events))
+    assert summary.n_events == 2
+    assert summary.last_event == pd.Timestamp("2024-02-03 23:00")
+    assert summary.data_end == pd.Timestamp("2024-02-04")
+
+
+# --------------------------------------------------------------------------------------------
+# pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+@given(
+    n_events=st.integers(min_value=0, max_value=10**11),
+    parallelism=st.integers(min_value=1, max_value=4096),
+)
+def test_bucket_count_bounds_bucket_size_and_keeps_cores_busy(n_events, parallelism):
+    buckets = default_bucket_count(n_events, parallelism)
+    assert buckets >= 2 * parallelism
+    assert n_events / buckets <= EVENTS_PER_BUCKET
+
+
+def test_schema_of_a_pandas_frame():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a"],
+            "cutoff": [pd.Timestamp("2024-01-01")],
+            "events_total": np.array([3], dtype=np.int64),
+            "is_active": [True],
+            "recency_days": [1.5],
+            "plan": pd.Categorical(["pro"]),
+        }
+    )
+    schema = spark_schema_of(frame)
+    assert [f.dataType for f in schema.fields] == [
+        T.StringType(),
+        T.TimestampNTZType(),
+        T.LongType(),
+        T.BooleanType(),
+        T.DoubleType(),
+        T.StringType(),
+    ]
+    with pytest.raises(TypeError, match="no Spark equivalent"):
+        spark_schema_of(pd.DataFrame({"span": pd.to_timedelta([1], unit="D")}))
+
+
+def test_zero_rows_give_the_schema_of_a_real_bucket(crm_data):
+    """The output schemas are derived from zero-row inputs: their dtypes must be a bucket's."""
+    from features.spark import _apply_stats_batch, _Phase1Spec
+
+    events = crm_data.events[["customer_id", "timestamp", "event_type", "amount", "category"]]
+    events = events.astype({c: object for c in ("customer_id", "event_type", "category")})
+    events["timestamp"] = events["timestamp"].to_numpy().view(np.int64)
+    spec = _Phase1Spec(
+        cutoffs=(pd.Timestamp("2024-11-01"), pd.Timestamp(AS_OF)),
+        params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        customer_columns=None,
+        subscription_columns=None,
+        data_end=pd.Timestamp("2025-07-01"),
+    )
+    real, empty = spec.compute(events, None), spec.compute(events.iloc[:0], None)
+    assert len(real) > 0 and len(empty) == 0
+    assert real.dtypes.to_dict() == empty.dtypes.to_dict()
+    stats = {
+        stats_key(c): build_features(crm_data.events, c, params=FEATURE_PARAMS)[1]
+        for c in spec.cutoffs
+    }
+    applied = _apply_stats_batch(real, stats, FEATURE_PARAMS)
+    applied_empty = _apply_stats_batch(empty, stats, FEATURE_PARAMS)
+    assert applied.dtypes.to_dict() == applied_empty.dtypes.to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# distributed batch scoring: the local risk list, row for row
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flow_config(tmp_path_factory):
+    """Generated data as Parquet files and a project config on them (fast training settings)."""
+    from pipelines.config import load_config
+
+    root = tmp_path_factory.mktemp("flows")
+    data = generate_crm_data(GeneratorParams(n_customers=500, seed=21, activity_scale=0.5))
+    paths = write_crm_data(data, root / "data")
+    overrides = {
+        "data.events": {"path": str(paths["events"])},
+        "data.customers": {"path": str(paths["customers"])},
+        "data.subscriptions": {"path": str(paths["subscriptions"])},
+        "data.quarantine_dir": str(root / "quarantine"),
+        "output_dir": str(root / "out"),
+        "features.clv_fit_sample": 300,
+        "cutoffs.count": 4,
+        "cutoffs.every_days": 45,
+        "training.n_trials": 1,
+        "training.time_budget_s": 30,
+        "training.max_boosting_rounds": 40,
+        "training.early_stopping_rounds": 10,
+        "training.n_jobs": 1,
+        "training.log_trial_runs": False,
+        "training.mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "training.mlflow.artifact_location": str(root / "artifacts"),
+        "training.mlflow.experiment_name": "spark-scoring",
+        "serving.batch_reason_rows": 40,  # explain only the global top 40: a global choice
+    }
+    return load_config(None, overrides, environ={}), root
+
+
+def test_features_flow_gives_the_local_summary_and_statistics(spark, flow_config):
+    import json
+
+    from pipelines.flows import run_features
+    from pipelines.spark_flows import run_features_spark
+
+    cfg, root = flow_config
+    as_of = dt.date(2025, 2, 1)
+    local = run_features(cfg, as_of, root / "local_features.parquet")
+    distributed = run_features_spark(cfg, as_of, root / "spark_features.parquet", spark=spark)
+    assert distributed.pop("engine") == "spark" and distributed.pop("buckets") >= 4
+    assert distributed.pop("quarantine_files") == []  # it quarantines nothing: it refuses
+    for key in ("out", "stats", "quarantine_files"):
+        local.pop(key)
+        distributed.pop(key, None)
+    assert distributed == local
+    table = pd.read_parquet(root / "spark_features.parquet")
+    assert table.columns[0] == "customer_id" and table.shape[1] == local["columns"]
+    assert list(table.columns) == list(pd.read_parquet(root / "local_features.parquet").columns)
+    assert table["customer_id"].is_unique and len(table) == local["customers"]
+    stats = [
+        json.loads((root / f"{name}_features.parquet.stats.json").read_text())
+        for name in ("local", "spark")
+    ]
+    assert stats[0] == stats[1]
+
+
+def test_snapshots_flow_gives_the_local_summary(spark, flow_config):
+    from pipelines.flows import run_snapshots
+    from pipelines.spark_flows import run_snapshots_spark
+
+    cfg, root = flow_config
+    local = run_snapshots(cfg, root / "local_snapshots.parquet")
+    distributed = run_snapshots_spark(cfg, root / "spark_snapshots.parquet", spark=spark)
+    assert distributed.pop("engine") == "spark" and distributed.pop("buckets") >= 1
+    del distributed["out"], local["out"]
+    assert distributed == local
+    stats = [
+        (root / f"{name}_snapshots.parquet.stats.json").read_text() for name in ("local", "spark")
+    ]
+    assert stats[0] == stats[1]  # what `churn train --snapshots` logs with the model
+
+
+def test_cli_runs_features_on_spark(spark, flow_config, capsys):
+    import json
+
+    from pipelines.cli import main
+
+    cfg, root = flow_config
+    out = root / "cli_features.parquet"
+    config_file = root / "churn.yaml"
+    config_file.write_text(
+        json.dumps(cfg.model_dump(mode="json", include={"data", "features", "labels"}))
+    )
+    argv = ["features", "-c", str(config_file), "--as-of", "2025-02-01", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_info:  # the console entry point always exits
+        main([*argv, "--engine", "spark"])
+    assert exit_info.value.code in (0, None)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["engine"] == "spark" and summary["customers"] > 0
+    assert pd.read_parquet(out).shape[0] == summary["customers"]
+
+
+def test_cli_refuses_an_unknown_engine(capsys):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", "--as-of", "2025-02-01", "--out", "x.parquet", "--engine", "dask"])
+    assert exit_info.value.code == 2
+    assert "not local or spark" in capsys.readouterr().err
+
+
+def test_spark_engine_refuses_csv_and_sql_sources(spark):
+    from features.config import SourceConfig
+    from pipelines.spark_flows import read_spark_source
+
+    with pytest.raises(ValueError, match="reads Parquet"):
+        read_spark_source(spark, SourceConfig(path="exports/events.csv"), "events")
+    with pytest.raises(ValueError, match="not 'postgresql\\+psycopg' sources"):
+        read_spark_source(
+            spark, SourceConfig(url="postgresql+psycopg://db/crm", table="events"), "events"
+        )
+
+
+def test_spark_table_source_with_mappings(spark):
+    from features.config import SourceConfig
+    from pipelines.spark_flows import read_spark_source
+
+    raw = spark.createDataFrame(
+        [("a", dt.datetime(2024, 1, 1), "order")],
+        "account string, ts timestamp_ntz, kind string",
+    )
+    raw.createOrReplaceTempView("crm_export_events")
+    source = SourceConfig(
+        url="spark",
+        table="crm_export_events",
+        columns={"account": "customer_id", "ts": "timestamp", "kind": "event_type"},
+        event_type_mapping={"order": "purchase"},
+    )
+    row = read_spark_source(spark, source, "events").first()
+    assert (row["customer_id"], row["event_type"]) == ("a", "purchase")
+
+
+@pytest.fixture(scope="module")
+def scoring_setup(flow_config):
+    """Churn and up-sell champions trained on the local snapshot table into a tmp MLflow."""
+    from pipelines.flows import build_training_table, stats_of_test_cutoff
+    from training.config import configure_mlflow
+    from training.train import train
+
+    cfg, root = flow_config
+    snapshots, stats = build_training_table(cfg)
+    configure_mlflow(cfg.training.mlflow)
+    for task in ("churn", "upsell"):
+        train(
+            cfg.training,
+            snapshots,
+            task=task,
+            data_source="test",
+            progress=False,
+            global_stats=stats_of_test_cutoff(cfg, snapshots, stats, task),
+        )
+    return cfg, root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("band_source", ["test_predictions", "scored_population"])
+def test_spark_scoring_writes_the_local_risk_list(spark, scoring_setup, band_source):
+    import dataclasses
+
+    from pipelines.scoring import run_score
+    from pipelines.spark_flows import run_score_spark
+    from serving.scoring import load_champions
+
+    cfg, root = scoring_setup
+    models = load_champions(cfg)
+    assert models.band_source == "test_predictions"
+    if band_source == "scored_population":  # no stored reference: bands fitted on the batch
+        models = dataclasses.replace(
+            models, risk_bands=None, reference_scores=None, band_source="scored_population"
+        )
+    db_url = f"sqlite:///{root / f'risk_{band_source}.db'}"
+    local_out, spark_out = root / f"local_{band_source}.parquet", root / "spark.parquet"
+    local = run_score(cfg, None, local_out, db_url, "local_list", models=models)
+    distributed = run_score_spark(
+        cfg, None, spark_out, db_url, "spark_list", spark=spark, models=models, n_buckets=4
+    )
+
+    expected = pd.read_parquet(local_out)
+    got = pd.read_parquet(spark_out).sort_values("rank").reset_index(drop=True)
+    assert_same_table(expected.astype({"as_of": "datetime64[ns]"}), got.astype(expected.dtypes))
+    assert 0 < expected["reasons"].ne("[]").sum() <= 40
+    assert expected["cross_sell_candidates"].ne("[]").any()
+    ignored = {"timings", "out", "engine", "buckets", "db_table", "service_risk_list"}
+    assert {k: v for k, v in distributed.items() if k not in ignored | {"db_rows"}} == {
+        k: v for k, v in local.items() if k not in ignored | {"db_rows"}
+    }
+    assert distributed["db_rows"] == local["db_rows"] == len(expected)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    with engine.connect() as connection:
+        tables = [
+            pd.read_sql(f"select * from {name} order by rank", connection).drop(columns="scored_at")
+            for name in ("local_list", "spark_list")
+        ]
+    engine.dispose()
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=1e-9)
