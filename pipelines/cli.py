@@ -326,6 +326,9 @@ def score(
     events: EventsOption = None,
     customers: CustomersOption = None,
     subscriptions: SubscriptionsOption = None,
+    engine: Annotated[
+        str, typer.Option(help="local, or spark (PySpark; Parquet output only).")
+    ] = "local",
 ) -> None:
     """Score every customer with the champion models; write the ranked risk list.
 
@@ -335,7 +338,11 @@ def score(
     from pipelines.scoring import run_score
     from serving.scoring import ChampionMissingError
 
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
     cfg = _config(config, events, customers, subscriptions)
+    if engine == "spark":
+        from pipelines.spark_flows import run_score_spark as run_score
     try:
         summary = run_score(
             cfg,
