@@ -1,6 +1,6 @@
 """Serving benchmark: our ``POST /score`` against the framework's floor, over real HTTP.
 
-    python benchmarks/serving.py                  # ~2-3 minutes on 2 cores
+    python benchmarks/serving.py                  # ~1 minute on 2 cores (+20 s fixture)
     python benchmarks/serving.py --smoke          # tiny request counts (the smoke test)
 
 In ONE run, on the same tiny trained models (built once into ``--root``, see
@@ -11,7 +11,8 @@ In ONE run, on the same tiny trained models (built once into ``--root``, see
    single-customer calls and for 100-customer calls, next to the raw ``inplace_predict`` of
    the churn booster;
 2. the floor: ``benchmarks/floor_service.py``, a minimal BentoML service returning the raw
-   XGBoost probability of the same churn booster for one encoded row;
+   XGBoost probability of the same churn booster for one encoded row (an ``async`` API like
+   ours, the same number of workers);
 3. our service (``serving.service:ChurnService``, started like ``churn serve`` does) with
    single-customer and 100-customer ``/score`` requests (reasons, segments, actions).
 
@@ -25,7 +26,8 @@ concurrency 50.
 The last line is JSON with at least ``errors_c50`` (errors of our service at concurrency 50,
 single and batch), ``score_vs_floor_c10`` (our single-customer requests/s at concurrency 10 /
 the floor's), ``batch_speedup`` (customers/s with 100-customer requests / with single-customer
-requests, at concurrency 10) and the per-scenario figures.
+requests, at concurrency 10), the same two ratios at every concurrency, and the per-scenario
+figures.
 
 The module also holds the harness the service tests use: :func:`prepare_fixture`,
 :func:`running_server` (``bentoml serve`` on a free port, wait for ``/readyz``, always
@@ -177,13 +179,11 @@ def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dic
 def feature_rows(features_path: str | Path, model_features: Sequence[str]) -> list[dict]:
     """The feature table as ``CustomerFeatures`` payloads (model features, segments,
     ``is_active`` and the value column; NaN as null)."""
+    from serving.scoring import SEGMENT_COLUMNS
+
     table = pd.read_parquet(features_path)
-    keep = [c for c in table.columns if c in set(model_features)]
-    for column in ("is_active", "value_365d", "rfm_segment", "lifecycle_stage", "value_tier"):
-        if column in table.columns and column not in keep:
-            keep.append(column)
-    if "value_growth_segment" in table.columns and "value_growth_segment" not in keep:
-        keep.append("value_growth_segment")
+    wanted = {*model_features, "is_active", "value_365d", *SEGMENT_COLUMNS} - {"customer_id"}
+    keep = [c for c in table.columns if c in wanted]
     rows = []
     for record in table[["customer_id", *keep]].to_dict(orient="records"):
         customer_id = str(record.pop("customer_id"))
@@ -620,6 +620,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for r in results
         if r["concurrency"] == c_high and r["name"] in ("score_single", "score_batch100")
     )
+
+    def by_concurrency(a: str, b: str, key: str) -> dict[str, float | None]:
+        return {str(c): ratio(find(a, c), find(b, c), key) for c in args.concurrency}
+
     return {
         "errors_c50": errors_high,
         "score_vs_floor_c10": ratio(
@@ -628,6 +632,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "batch_speedup": ratio(
             find("score_batch100", c_mid), find("score_single", c_mid), "customers_per_s"
         ),
+        "score_vs_floor": by_concurrency("score_single", "floor_single", "requests_per_s"),
+        "batch_speedups": by_concurrency("score_batch100", "score_single", "customers_per_s"),
         "floor_errors": sum(r["errors"] for r in results if r["name"] == "floor_single"),
         "workers": args.workers,
         **timings,

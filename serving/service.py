@@ -42,10 +42,21 @@ cutoff ``status="no_history"``; neither is an error.
 **Speed.** Feature rows take a fast path (:class:`RowScorer`): the models' own boosters and
 calibrators on a NumPy matrix built straight from the request (no DataFrame), XGBoost on one
 thread (``nthread=1``: OpenMP threads only contend on a small, shared machine), TreeSHAP
-(``pred_contribs``) only for the scored active customers, and the action rule table looked up
-in a cache keyed by everything the rules read. It gives the same results as
-``serving.scoring.score_customers`` (the tests compare them row by row); events, and models
-that are not this project's pyfunc, go through ``serving.scoring``.
+(``pred_contribs``) only for the scored active customers, the action rule table looked up in a
+cache keyed by everything the rules read, reason sentences remembered per (feature, value). It
+gives the same results as ``serving.scoring.score_customers`` (the tests compare them row by
+row); events, and models that are not this project's pyfunc, go through ``serving.scoring``.
+Adaptive batching: small requests arriving together are scored in one call (:class:`_Batcher`;
+BentoML's own ``batchable=True`` would turn the body of ``/score`` into a list of requests).
+The API methods are ``async`` and score on the event loop: BentoML runs plain ``def`` APIs in a
+thread pool, a thread hop per request that costs more than scoring one customer.
+
+**Connections.** ``bentoml serve`` closes idle keep-alive connections after 5 s (uvicorn's
+default), exactly when clients still reuse them (httpx keeps them 5 s, aiohttp 15 s, load
+balancers 60 s): a request sent on a connection the server is closing at that moment fails
+with a reset (httpx ``ReadError``/``RemoteProtocolError``, aiohttp
+``ServerDisconnectedError``). :func:`serve_command` (``churn serve``) keeps them 75 s. No
+``traffic.max_concurrency`` either: requests beyond the cores queue instead of getting 429.
 
 **Reload.** Every ``serving.reload_interval_s`` a background thread asks the registry which
 versions the configured URIs point to and whether the risk list file changed; if so it loads
@@ -53,6 +64,10 @@ everything anew next to the running state and swaps it in with one assignment, s
 flight finish on the old models and none is refused. If the new models fail to load, the old
 ones keep serving and the failure is logged, counted in ``/metrics`` and returned by
 ``POST /admin/reload``.
+
+**Bento.** ``churn bento`` copies the champions into the BentoML model store
+(:func:`export_champions`) and runs ``bentoml build`` (``bentofile.yaml``); served from the
+Bento, the service loads those models (:func:`load_bento_champions`) and needs no registry.
 """
 
 from __future__ import annotations
@@ -233,14 +248,16 @@ def _request_body(
 
 
 _NONE_TYPE = type(None)
-_PLAIN_VALUE_TYPES = frozenset({float, int, str, _NONE_TYPE})
+_PLAIN_VALUE_TYPES = frozenset({float, int, bool, str, _NONE_TYPE})
 
 
 def _plain_features(values: Any) -> bool:
-    """True when ``serving.schemas.CustomerFeatures`` would accept ``values`` unchanged:
-    non-blank string names, and values that are finite floats, integers a float can hold,
-    strings that are not spelled-out NaN/infinity, or null (no booleans, which it converts).
-    Checked with C-level passes instead of a Python call per value."""
+    """True when ``values`` can skip ``serving.schemas.CustomerFeatures``'s Python check: a
+    dict of non-blank string names to numbers, null or strings that are not spelled-out
+    NaN/infinity. Numbers need no look here: the model's own (compiled) validation refuses NaN,
+    infinity and integers too large for a float anyway (``allow_inf_nan=False``), and turns
+    booleans into 1.0/0.0 as the check does. Anything else goes through the check itself, for
+    its messages."""
     if not isinstance(values, dict) or len(values) > MAX_FEATURES_PER_CUSTOMER:
         return False
     try:
@@ -248,29 +265,19 @@ def _plain_features(values: Any) -> bool:
             return False
     except TypeError:  # a name that is not a string
         return False
-    found = values.values()
-    kinds = set(map(type, found))
+    kinds = set(map(type, values.values()))
     if not kinds <= _PLAIN_VALUE_TYPES:
         return False
-    if float in kinds and not math.isfinite(sum([v for v in found if v.__class__ is float])):
-        return False  # NaN or infinity somewhere (or a sum too large: checked one by one)
-    if int in kinds:
-        integers = [v for v in found if v.__class__ is int]
-        if max(integers) > _FLOAT_MAX_INT or min(integers) < -_FLOAT_MAX_INT:
-            return False
     if str in kinds:
-        words = {v.strip().lower() for v in found if v.__class__ is str}
+        words = {v.strip().lower() for v in values.values() if v.__class__ is str}
         if not words.isdisjoint(_NON_FINITE_WORDS):
             return False
     return True
 
 
-_FLOAT_MAX_INT = int(sys.float_info.max)
-
-
 def _check_features(cls: type, values: Any) -> Any:
-    """``CustomerFeatures``'s check of the feature values, with a fast path for the plain case
-    (:func:`_plain_features`) and a readable error instead of an OverflowError (a server
+    """``CustomerFeatures``'s check of the feature values, skipped in the plain case
+    (:func:`_plain_features`), with a readable error instead of an OverflowError (a server
     error) for integers too large for a float."""
     if _plain_features(values):
         return values
@@ -350,9 +357,6 @@ def serve_command(
     closing at that moment fails with a connection reset. An idle timeout longer than any
     client's closes that race.
     """
-    import shutil
-    import sys
-
     executable = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
     command = [
         executable,
@@ -576,6 +580,14 @@ def results_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+def _python_model(pyfunc: Any) -> Any:
+    """The ``PythonModel`` inside an MLflow pyfunc (None for other flavours)."""
+    try:
+        return pyfunc.unwrap_python_model()
+    except Exception:  # not a python_function model with a PythonModel inside
+        return None
+
+
 class _ActionTable:
     """``serving.decisions.apply_action_rules`` with a memory.
 
@@ -743,7 +755,7 @@ class RowScorer:
         )
         self.tasks: dict[str, _TaskModel] = {}
         for task, spec in specs.items():
-            scorer = scoring._python_model(models.tasks[task].pyfunc)._scorer
+            scorer = _python_model(models.tasks[task].pyfunc)._scorer
             categorical = tuple(
                 (
                     j,
@@ -772,7 +784,7 @@ class RowScorer:
         """The fast path for these models, or None when one is not a ``Scorer`` pyfunc."""
         specs = {}
         for task, model in models.tasks.items():
-            python_model = scoring._python_model(model.pyfunc)
+            python_model = _python_model(model.pyfunc)
             scorer = getattr(python_model, "_scorer", None)
             booster = getattr(scorer, "booster", None)
             spec = getattr(scorer, "spec", None)
@@ -1171,7 +1183,7 @@ def _file_signature(path: Path) -> tuple | None:
 def _single_threaded(models: scoring.ScoringModels) -> None:
     """Score on one thread per request (see the module docstring, "Speed")."""
     for model in models.tasks.values():
-        scorer = getattr(scoring._python_model(model.pyfunc), "_scorer", None)
+        scorer = getattr(_python_model(model.pyfunc), "_scorer", None)
         booster = getattr(scorer, "booster", None)
         if booster is not None:
             booster.set_param({"nthread": 1})
@@ -1192,8 +1204,8 @@ class _State:
 # models baked into a Bento
 # --------------------------------------------------------------------------------------------
 
-#: Environment variable choosing where the models come from: ``registry`` (MLflow, default)
-#: or ``bento`` (the BentoML models a ``bentoml build`` put into the Bento, see bentofile.yaml).
+#: Environment variable choosing where the models come from: ``registry`` (MLflow) or ``bento``
+#: (the BentoML models ``bentoml build`` put into the Bento); default: see :func:`model_source`.
 MODEL_SOURCE_ENV = "CHURN_MODEL_SOURCE"
 #: Name of the BentoML model holding a task's champion: ``churn-crm-<task>``.
 BENTO_MODEL_PREFIX = "churn-crm-"
@@ -1202,8 +1214,12 @@ _BENTO_MLFLOW_DIR = "mlflow_model"
 
 
 def model_source(environ: Mapping[str, str] | None = None) -> str:
+    """``CHURN_MODEL_SOURCE`` when set; else ``bento`` when this service runs from a Bento
+    (``bentoml serve <bento>``, a container), ``registry`` when it runs from source."""
     environ = os.environ if environ is None else environ
-    source = environ.get(MODEL_SOURCE_ENV, "registry") or "registry"
+    source = environ.get(MODEL_SOURCE_ENV) or (
+        "bento" if getattr(ChurnService, "bento", None) is not None else "registry"
+    )
     if source not in ("registry", "bento"):
         raise ValueError(f"{MODEL_SOURCE_ENV} must be 'registry' or 'bento', got {source!r}")
     return source
@@ -1301,7 +1317,7 @@ def load_bento_champions(
     for task, stored in latest.items():
         info = json.loads((Path(stored.path) / _BENTO_INFO_FILE).read_text(encoding="utf-8"))
         pyfunc = mlflow.pyfunc.load_model(str(Path(stored.path) / _BENTO_MLFLOW_DIR))
-        scorer = getattr(scoring._python_model(pyfunc), "_scorer", None)
+        scorer = getattr(_python_model(pyfunc), "_scorer", None)
         schema = pyfunc.metadata.get_input_schema()
         input_types = {} if schema is None else {s.name: s.type.name for s in schema.inputs}
         spec = getattr(scorer, "spec", None)

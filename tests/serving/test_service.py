@@ -319,6 +319,21 @@ def test_merged_requests_get_what_they_get_alone(state, rows):
     assert _same(merged, alone)
 
 
+def test_models_without_the_fast_path_give_the_same_answers(state, project, rows):
+    """Models that are not this project's pyfunc go through serving.scoring instead."""
+    service = ChurnService.inner.__new__(ChurnService.inner)  # no model loading
+    service.cfg = project
+    chosen = customers(*rows[:5], {"customer_id": "nobody", "features": {}})
+    general, _ = service._score_rows_general(state, chosen)
+    fast, _ = state.rows.score(chosen)
+    assert _same(general, fast)
+    with pytest.raises(RequestError) as caught:
+        service._score_rows_general(
+            state, customers({"customer_id": "C1", "features": {"is_active": 1, "nope": 1}})
+        )
+    assert caught.value.status == 400 and "'nope'" in caught.value.message
+
+
 def test_a_customer_without_any_feature_value_is_unknown(state, rows):
     results, _ = state.rows.score(
         customers(rows[0], {"customer_id": "nobody", "features": {"plan": None}})
@@ -553,7 +568,7 @@ BAD_REQUESTS = {
     "huge integer": (
         b'{"customers": [{"customer_id": "C1", "features": {"x": 1' + b"0" * 400 + b"}}]}",
         400,
-        "too large",
+        "features",
     ),
     "not json": (b"{customers", 400, ""),
     "duplicate ids": (
