@@ -83,3 +83,51 @@ def test_bgnbd_summary_counts_repeat_purchase_days_in_weeks(cdnow):
         (cdnow.TEST_CUTOFF - events.timestamp[0]).days / 7,
     ]
     assert summary.loc["b", "frequency"] == 0.0 and summary.loc["b", "recency"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def small_log(cdnow):
+    return cdnow.sample_customers(cdnow.read_cdnow_master(cdnow.cdnow_master_path()), 400, seed=2)
+
+
+def test_training_and_validation_labels_share_one_window_inside_the_calibration_period(
+    cdnow, small_log, tmp_path
+):
+    import numpy as np
+    import pandas as pd
+
+    events, customers, _ = cdnow.load_cdnow(small_log, tmp_path)
+    snapshots = cdnow.build_benchmark_snapshots(events, customers, seed=0)
+    earlier = snapshots.loc[snapshots["cutoff"] < cdnow.TEST_CUTOFF]
+    assert sorted(earlier["cutoff"].unique()) == [*cdnow.TRAIN_CUTOFFS, cdnow.VALIDATION_CUTOFF]
+    for cutoff, rows in earlier.groupby("cutoff"):
+        end = cutoff + pd.Timedelta(days=cdnow.TRAIN_HORIZON_DAYS)
+        assert end <= cdnow.TEST_CUTOFF
+        bought = set(
+            events.loc[(events["timestamp"] >= cutoff) & (events["timestamp"] < end), "customer_id"]
+            .astype(str)
+        )
+        labelled = rows.loc[rows["churn_label"].notna()]
+        expected = np.array([0.0 if c in bought else 1.0 for c in labelled["customer_id"]])
+        assert np.array_equal(labelled["churn_label"].to_numpy(), expected), cutoff
+
+
+def test_holdout_purchases_do_not_change_any_training_or_validation_row(
+    cdnow, small_log, tmp_path
+):
+    import pandas as pd
+
+    events, customers, _ = cdnow.load_cdnow(small_log, tmp_path)
+    holdout = events["timestamp"] >= cdnow.TEST_CUTOFF
+    assert holdout.any()
+    without_holdout = events.loc[~holdout]
+    doubled_holdout = pd.concat([events, events.loc[holdout]], ignore_index=True)
+
+    def earlier_rows(table):
+        rows = table.loc[table["cutoff"] < cdnow.TEST_CUTOFF]
+        return rows.sort_values(["cutoff", "customer_id"]).reset_index(drop=True)
+
+    reference = earlier_rows(cdnow.build_benchmark_snapshots(events, customers, seed=0))
+    for changed in (without_holdout, doubled_holdout):
+        table = cdnow.build_benchmark_snapshots(changed, customers, seed=0)
+        pd.testing.assert_frame_equal(earlier_rows(table), reference)
