@@ -104,17 +104,16 @@ def test_training_and_validation_labels_share_one_window_inside_the_calibration_
         end = cutoff + pd.Timedelta(days=cdnow.TRAIN_HORIZON_DAYS)
         assert end <= cdnow.TEST_CUTOFF
         bought = set(
-            events.loc[(events["timestamp"] >= cutoff) & (events["timestamp"] < end), "customer_id"]
-            .astype(str)
+            events.loc[
+                (events["timestamp"] >= cutoff) & (events["timestamp"] < end), "customer_id"
+            ].astype(str)
         )
         labelled = rows.loc[rows["churn_label"].notna()]
         expected = np.array([0.0 if c in bought else 1.0 for c in labelled["customer_id"]])
         assert np.array_equal(labelled["churn_label"].to_numpy(), expected), cutoff
 
 
-def test_holdout_purchases_do_not_change_any_training_or_validation_row(
-    cdnow, small_log, tmp_path
-):
+def test_holdout_purchases_do_not_change_any_training_or_validation_row(cdnow, small_log, tmp_path):
     import pandas as pd
 
     events, customers, _ = cdnow.load_cdnow(small_log, tmp_path)
