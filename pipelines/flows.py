@@ -113,6 +113,28 @@ def run_check(
     )
 
 
+def features_as_of(
+    cfg: ProjectConfig, data: LoadedData, cutoff: pd.Timestamp, *, stats: Any = None
+) -> tuple[pd.DataFrame, Any]:
+    """One feature row per customer at ``cutoff`` (``customer_id`` a column) and the
+    ``GlobalStats`` used: fitted on this cutoff's history unless ``stats`` are given (a
+    champion's, so that segments and CLV match what the model was trained with)."""
+    from features.snapshots import build_features
+
+    table, used_stats = build_features(
+        data.events,
+        cutoff,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+        params=cfg.features,
+        stats=stats,
+        label_params=cfg.labels,
+    )
+    if "customer_id" not in table.columns:  # phase 3 returns customer_id as the index
+        table = table.reset_index()
+    return table, used_stats
+
+
 def run_features(
     cfg: ProjectConfig,
     as_of: date,
@@ -126,20 +148,9 @@ def run_features(
     The fitted global statistics (CLV parameters, segment cut points) are written beside the
     table as ``<out>.stats.json`` so the same segmentation can be reproduced and audited.
     """
-    from features.snapshots import build_features
-
     data = data or load_validated_data(cfg, now=now)
     cutoff = pd.Timestamp(as_of)
-    table, stats = build_features(
-        data.events,
-        cutoff,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        params=cfg.features,
-        label_params=cfg.labels,
-    )
-    if "customer_id" not in table.columns:  # phase 3 returns customer_id as the index
-        table = table.reset_index()
+    table, stats = features_as_of(cfg, data, cutoff)
     out = Path(out)
     write_table(table, out)
     stats_path = write_json(stats.to_dict(), out.with_name(out.name + ".stats.json"))

@@ -158,26 +158,6 @@ def load_champion_reference(cfg: ProjectConfig, task: str) -> ChampionReference:
     )
 
 
-def load_scorer(model_uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
-    """Load a registered pyfunc once; return a function giving calibrated probabilities."""
-    import mlflow
-
-    from training.scorer import conform_to_input_types
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    schema = model.metadata.get_input_schema()
-    input_types = None if schema is None else {s.name: s.type.name for s in schema.inputs}
-
-    def score(table: pd.DataFrame) -> np.ndarray:
-        frame = table if input_types is None else conform_to_input_types(table, input_types)
-        output = model.predict(frame)
-        if isinstance(output, pd.DataFrame):
-            output = output["probability"]
-        return np.asarray(output, dtype=np.float64)
-
-    return score
-
-
 # --------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------
@@ -192,28 +172,17 @@ def batch_features(
     statistics were used.
     """
     from features.segments import GlobalStats
-    from features.snapshots import build_features
+    from pipelines.flows import features_as_of
 
     stats = (
         None if reference.global_stats is None else GlobalStats.from_dict(reference.global_stats)
     )
-    table, _ = build_features(
-        data.events,
-        cutoff,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        params=cfg.features,
-        stats=stats,
-        label_params=cfg.labels,
-    )
+    table, _ = features_as_of(cfg, data, cutoff, stats=stats)
     note = (
         f"segments and CLV with the champion's statistics of {reference.global_stats.get('cutoff')}"
         if stats is not None
         else "the champion logged no global statistics: segments re-fitted on the current batch"
     )
-    table = table.reset_index()
-    if "customer_id" not in table.columns:
-        table = table.rename(columns={table.columns[0]: "customer_id"})
     return table, note
 
 
@@ -290,13 +259,14 @@ def run_monitor(
     """
     from pipelines.flows import label_span_days, load_validated_data
     from training import drift
+    from training.registry import load_probability_function
 
     monitoring = cfg.monitoring
     task = task or monitoring.task
     reference = load_champion_reference(cfg, task)
     say(f"champion {reference.description}, reference: test cutoff {reference.test_cutoff.date()}")
     data = data or load_validated_data(cfg, now=now)
-    score = load_scorer(reference.model_uri)
+    score = load_probability_function(reference.model_uri)
 
     # --- the current batch ------------------------------------------------------------------
     if as_of is None:

@@ -1310,8 +1310,7 @@ def champion_scorer(
     import mlflow
 
     from training.config import configure_mlflow
-    from training.registry import CHAMPION
-    from training.scorer import conform_to_input_types
+    from training.registry import CHAMPION, load_probability_function
 
     configure_mlflow(cfg.training.mlflow)
     client = mlflow.MlflowClient()
@@ -1320,17 +1319,7 @@ def champion_scorer(
         version = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         return None
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    schema = model.metadata.get_input_schema()
-    input_types = None if schema is None else {s.name: s.type.name for s in schema.inputs}
-
-    def score(table: pd.DataFrame) -> np.ndarray:
-        frame = table if input_types is None else conform_to_input_types(table, input_types)
-        output = model.predict(frame)
-        if isinstance(output, pd.DataFrame):
-            output = output["probability"]
-        return np.asarray(output, dtype=np.float64)
-
+    score = load_probability_function(f"models:/{name}/{version.version}")
     params = client.get_run(version.run_id).data.params
     info = {
         "description": f"{name} v{version.version}",
@@ -1370,33 +1359,21 @@ def build_report_data(
     say: Callable[[str], None] = lambda text: None,
 ) -> RetentionReportData:
     """Compute every part of the report from validated data (``pipelines.flows.LoadedData``)."""
-    from features.snapshots import build_features, build_snapshots
-    from pipelines.flows import label_span_days, resolve_cutoffs
+    from pipelines.flows import (
+        build_training_table,
+        features_as_of,
+        label_span_days,
+        resolve_cutoffs,
+    )
 
     notes: dict[str, str] = {}
     as_of = data.data_end
     say(f"today's features as of {as_of.date()}")
-    today, _ = build_features(
-        data.events,
-        as_of,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        params=cfg.features,
-        label_params=cfg.labels,
-    )
-    today = today.reset_index()
+    today, _ = features_as_of(cfg, data, as_of)
     if snapshots is None:
         cutoffs = resolve_cutoffs(cfg.cutoffs, as_of, label_span_days(cfg))
         say(f"snapshots over {', '.join(str(c.date()) for c in cutoffs)}")
-        snapshots, _ = build_snapshots(
-            data.events,
-            cutoffs,
-            customers=data.customers,
-            subscriptions=data.subscriptions,
-            feature_params=cfg.features,
-            label_params=cfg.labels,
-            data_end=as_of,
-        )
+        snapshots, _ = build_training_table(cfg, data=data, cutoffs=cutoffs)
     matured = snapshots.loc[snapshots["label_matured"].fillna(False).astype(bool)]
     latest = matured.loc[matured["cutoff"] == matured["cutoff"].max()] if len(matured) else matured
     overall = float(latest["churn_label"].mean()) if len(latest) else None

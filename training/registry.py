@@ -13,6 +13,7 @@ After a promotion the version carries ``champion`` and the ``challenger`` alias 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,22 +89,33 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
-def score_registered_model(model_uri: str, table: pd.DataFrame) -> np.ndarray:
-    """Calibrated probabilities of a registered pyfunc on ``table`` (its signature columns)."""
+def load_probability_function(model_uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Load a registered pyfunc once; return a function giving its calibrated probabilities.
+
+    The function conforms a feature table to the model's signature (column types) first, so
+    callers can pass tables straight from ``features.snapshots``.
+    """
     import mlflow
 
     from training.scorer import conform_to_input_types
 
     model = mlflow.pyfunc.load_model(model_uri)
     schema = model.metadata.get_input_schema()
-    if schema is None:
-        output = model.predict(table)
-    else:
-        input_types = {spec.name: spec.type.name for spec in schema.inputs}
-        output = model.predict(conform_to_input_types(table, input_types))
-    if isinstance(output, pd.DataFrame):
-        output = output["probability"]
-    return np.asarray(output, dtype=np.float64)
+    input_types = None if schema is None else {s.name: s.type.name for s in schema.inputs}
+
+    def probabilities(table: pd.DataFrame) -> np.ndarray:
+        frame = table if input_types is None else conform_to_input_types(table, input_types)
+        output = model.predict(frame)
+        if isinstance(output, pd.DataFrame):
+            output = output["probability"]
+        return np.asarray(output, dtype=np.float64)
+
+    return probabilities
+
+
+def score_registered_model(model_uri: str, table: pd.DataFrame) -> np.ndarray:
+    """Calibrated probabilities of a registered pyfunc on ``table`` (its signature columns)."""
+    return load_probability_function(model_uri)(table)
 
 
 def compare_with_champion(
