@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +40,23 @@ CustomersOption = Annotated[
 SubscriptionsOption = Annotated[
     Path | None, typer.Option(help="Subscriptions file; overrides data.subscriptions.")
 ]
+#: ``--engine`` of the commands that build tables (``features``, ``snapshots``).
+TableEngineOption = Annotated[
+    str,
+    typer.Option(
+        help="local (pandas) or spark (PySpark; Parquet or Spark tables in, Parquet out)."
+    ),
+]
+#: ``--engine`` of ``score``: the same choice, but the Spark engine writes Parquet only.
+ScoreEngineOption = Annotated[
+    str, typer.Option(help="local, or spark (PySpark; Parquet output only).")
+]
+
+#: The values of ``--engine``.
+ENGINES = ("local", "spark")
+
+#: A command's flow: the config and the command's arguments in, a JSON-able summary out.
+Flow = Callable[..., dict[str, Any]]
 
 
 def _parse_date(value: str) -> date:
@@ -78,6 +96,18 @@ def _config(
 
 def _print_json(payload: Any) -> None:
     typer.echo(json.dumps(payload, default=str, sort_keys=True))
+
+
+def _flow_for_engine(engine: str, *, local: Flow, spark: Flow) -> Flow:
+    """The flow that runs a command on ``--engine``: ``local`` (pandas) or ``spark`` (PySpark).
+
+    Both flows take the same arguments and return the same summary, so a command picks one here
+    and calls it once. An unknown engine is a usage error (exit code 2), raised before the
+    config is read so that nothing is loaded for a typo.
+    """
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
+    return spark if engine == "spark" else local
 
 
 @app.callback()
@@ -180,25 +210,15 @@ def features(
     events: EventsOption = None,
     customers: CustomersOption = None,
     subscriptions: SubscriptionsOption = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="local (pandas) or spark (PySpark; Parquet or Spark tables in, Parquet out)."
-        ),
-    ] = "local",
+    engine: TableEngineOption = "local",
 ) -> None:
     """Point-in-time lifecycle features, one row per customer, from events before --as-of."""
     from pipelines.flows import run_features
+    from pipelines.spark_flows import run_features_spark
 
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
+    run = _flow_for_engine(engine, local=run_features, spark=run_features_spark)
     cfg = _config(config, events, customers, subscriptions)
-    if engine == "spark":
-        from pipelines.spark_flows import run_features_spark
-
-        _print_json(run_features_spark(cfg, _parse_date(as_of), out))
-        return
-    _print_json(run_features(cfg, _parse_date(as_of), out))
+    _print_json(run(cfg, _parse_date(as_of), out))
 
 
 @app.command()
@@ -210,18 +230,13 @@ def snapshots(
     subscriptions: SubscriptionsOption = None,
     horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
     lead_days: Annotated[int | None, typer.Option(help="Days between cutoff and window.")] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="local (pandas) or spark (PySpark; Parquet or Spark tables in, Parquet out)."
-        ),
-    ] = "local",
+    engine: TableEngineOption = "local",
 ) -> None:
     """Training table: features and churn/up-sell/win-back labels stacked over cutoffs."""
     from pipelines.flows import run_snapshots
+    from pipelines.spark_flows import run_snapshots_spark
 
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
+    run = _flow_for_engine(engine, local=run_snapshots, spark=run_snapshots_spark)
     cfg = _config(
         config,
         events,
@@ -229,12 +244,7 @@ def snapshots(
         subscriptions,
         **{"labels.horizon_days": horizon_days, "labels.lead_days": lead_days},
     )
-    if engine == "spark":
-        from pipelines.spark_flows import run_snapshots_spark
-
-        _print_json(run_snapshots_spark(cfg, out))
-        return
-    _print_json(run_snapshots(cfg, out))
+    _print_json(run(cfg, out))
 
 
 @app.command(name="train")
@@ -321,14 +331,12 @@ def score(
         ),
     ] = None,
     db_table: Annotated[
-        str | None, typer.Option(help="Table ([schema.]name) of the risk list in --db-url.")
+        str | None, typer.Option(help="Table (\\[schema.]name) of the risk list in --db-url.")
     ] = None,
     events: EventsOption = None,
     customers: CustomersOption = None,
     subscriptions: SubscriptionsOption = None,
-    engine: Annotated[
-        str, typer.Option(help="local, or spark (PySpark; Parquet output only).")
-    ] = "local",
+    engine: ScoreEngineOption = "local",
 ) -> None:
     """Score every customer with the champion models; write the ranked risk list.
 
@@ -336,15 +344,13 @@ def score(
     transaction). The latest list is also kept for the service (serving.risk_list_path).
     """
     from pipelines.scoring import run_score
+    from pipelines.spark_flows import run_score_spark
     from serving.scoring import ChampionMissingError
 
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter(f"{engine!r} is not local or spark", param_hint="--engine")
+    run = _flow_for_engine(engine, local=run_score, spark=run_score_spark)
     cfg = _config(config, events, customers, subscriptions)
-    if engine == "spark":
-        from pipelines.spark_flows import run_score_spark as run_score
     try:
-        summary = run_score(
+        summary = run(
             cfg,
             _parse_date(as_of) if as_of else None,
             out,

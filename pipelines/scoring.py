@@ -38,9 +38,14 @@ from pipelines.io import write_table
 
 __all__ = [
     "DB_COLUMN_TYPES",
+    "INSERT_CHUNK_ROWS",
+    "clear_risk_list_date",
+    "insert_risk_list_rows",
     "replace_risk_list_rows",
     "risk_list_sql_table",
     "run_score",
+    "split_table_name",
+    "update_service_risk_list",
 ]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -80,7 +85,12 @@ DB_COLUMN_TYPES: dict[str, str] = {
 INSERT_CHUNK_ROWS = 10_000
 
 
-def _split_table_name(name: str) -> tuple[str | None, str]:
+def split_table_name(name: str) -> tuple[str | None, str]:
+    """``(schema, table)`` of a ``--db-table`` value ``NAME`` or ``SCHEMA.NAME`` (schema None).
+
+    Each part must be a plain SQL identifier, so the name is safe to use in statements; a bad
+    name raises ``ValueError``. The flows call it first to fail before the slow part.
+    """
     parts = name.split(".")
     if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
         raise ValueError(
@@ -102,7 +112,7 @@ def risk_list_sql_table(name: str, metadata: Any | None = None) -> Any:
         "boolean": sa.Boolean,
         "timestamp": sa.DateTime,
     }
-    schema, table = _split_table_name(name)
+    schema, table = split_table_name(name)
     columns = [
         sa.Column(column, types[kind](), nullable=column not in ("as_of", "rank", "customer_id"))
         for column, kind in DB_COLUMN_TYPES.items()
@@ -173,6 +183,7 @@ def _copy_rows(connection: Any, table: Any, rows: Sequence[tuple[Any, ...]]) -> 
 
 
 def _check_existing_layout(connection: Any, table: Any) -> None:
+    """Refuse an existing table that lacks columns of :data:`DB_COLUMN_TYPES`."""
     import sqlalchemy as sa
 
     inspector = sa.inspect(connection)
@@ -185,6 +196,29 @@ def _check_existing_layout(connection: Any, table: Any) -> None:
             f"database table {table.fullname} exists with another layout: it lacks columns "
             f"{missing}; choose another --db-table or migrate it"
         )
+
+
+def clear_risk_list_date(connection: Any, sql_table: Any, as_of: date) -> None:
+    """The first half of replacing a date's rows, inside the caller's transaction: refuse an
+    existing table of another layout, create the table (and its index) when missing, delete
+    the rows of ``as_of``. The caller then inserts the new rows in the same transaction."""
+    _check_existing_layout(connection, sql_table)
+    sql_table.create(connection, checkfirst=True)
+    connection.execute(sql_table.delete().where(sql_table.c.as_of == as_of))
+
+
+def insert_risk_list_rows(
+    connection: Any, sql_table: Any, table: pd.DataFrame, as_of: date, scored_at: datetime
+) -> int:
+    """Insert the rows of a risk list frame (:data:`serving.scoring.RISK_LIST_COLUMNS`) with
+    ``as_of`` and ``scored_at``, inside the caller's transaction; returns the number inserted.
+
+    For callers that write a large list in pieces (the Spark engine streams partitions) after
+    :func:`clear_risk_list_date`.
+    """
+    rows = _records(table, as_of, scored_at)
+    _insert_rows(connection, sql_table, rows)
+    return len(rows)
 
 
 def replace_risk_list_rows(
@@ -203,9 +237,7 @@ def replace_risk_list_rows(
     engine = sa.create_engine(db_url)
     try:
         with engine.begin() as connection:  # one transaction: commit at the end, else rollback
-            _check_existing_layout(connection, sql_table)
-            sql_table.create(connection, checkfirst=True)
-            connection.execute(sql_table.delete().where(sql_table.c.as_of == as_of))
+            clear_risk_list_date(connection, sql_table, as_of)
             _insert_rows(connection, sql_table, rows)
     finally:
         engine.dispose()
@@ -222,10 +254,13 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts(dropna=True).sort_index().items()}
 
 
-def _update_service_risk_list(
+def update_service_risk_list(
     path: Path, table: pd.DataFrame, meta: dict[str, Any]
 ) -> tuple[bool, str]:
-    """Replace the service's risk list unless it holds a later date. Returns (written, why)."""
+    """Replace the service's risk list (``serving.risk_list_path``) and its sidecar by
+    ``table`` and ``meta``, unless the current one holds a later ``as_of``: back-filling an old
+    date must not hide the latest list from ``POST /risk_list``. An unreadable current list is
+    replaced. Returns (written, a note for the summary)."""
     from serving.scoring import read_risk_list, write_risk_list
 
     if path.is_file():
@@ -265,7 +300,7 @@ def run_score(
     if (db_url is None) != (db_table is None):
         raise ValueError("--db-url and --db-table go together: give both or neither")
     if db_table is not None:
-        _split_table_name(db_table)  # fail before the slow part
+        split_table_name(db_table)  # fail before the slow part
     if out is not None and Path(out).suffix not in (".parquet", ".pq", ".csv", ".gz"):
         raise ValueError(f"unsupported output format {Path(out).name!r}: use .parquet or .csv")
 
@@ -345,7 +380,7 @@ def run_score(
         "explained_rows": summary["explained_rows"],
     }
     service_path = cfg.serving.risk_list_location(cfg.output_dir)
-    written, why = _update_service_risk_list(service_path, table, meta)
+    written, why = update_service_risk_list(service_path, table, meta)
     summary["service_risk_list"] = {"path": str(service_path), "written": written, "note": why}
     timings["write_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - started

@@ -728,16 +728,14 @@ def _stream_to_database(
     driver holds one chunk at a time, not the whole list)."""
     import sqlalchemy as sa
 
-    from pipelines.scoring import INSERT_CHUNK_ROWS, _check_existing_layout, risk_list_sql_table
+    from pipelines.scoring import INSERT_CHUNK_ROWS, clear_risk_list_date, risk_list_sql_table
 
     sql_table = risk_list_sql_table(db_table)
     engine = sa.create_engine(db_url)
     inserted = 0
     try:
         with engine.begin() as connection:
-            _check_existing_layout(connection, sql_table)
-            sql_table.create(connection, checkfirst=True)
-            connection.execute(sql_table.delete().where(sql_table.c.as_of == as_of))
+            clear_risk_list_date(connection, sql_table, as_of)
             chunk: list[Any] = []
             rows = ranked.toLocalIterator()  # partitions come in rank order
             for row in rows:
@@ -752,14 +750,14 @@ def _stream_to_database(
     return inserted
 
 
-def _insert_chunk(connection: Any, sql_table: Any, rows: list, as_of: date, scored_at: datetime):
-    from pipelines.scoring import _insert_rows, _records
+def _insert_chunk(
+    connection: Any, sql_table: Any, rows: list, as_of: date, scored_at: datetime
+) -> int:
+    from pipelines.scoring import insert_risk_list_rows
     from serving.scoring import RISK_LIST_COLUMNS
 
     frame = pd.DataFrame([r.asDict() for r in rows], columns=list(RISK_LIST_COLUMNS))
-    records = _records(frame, as_of, scored_at)
-    _insert_rows(connection, sql_table, records)
-    return len(records)
+    return insert_risk_list_rows(connection, sql_table, frame, as_of, scored_at)
 
 
 def _no_history_count(crm: Any, features: Any) -> int:
@@ -795,13 +793,13 @@ def run_score_spark(
     """
 
     from features.spark import build_features_spark
-    from pipelines.scoring import _split_table_name, _update_service_risk_list
+    from pipelines.scoring import split_table_name, update_service_risk_list
     from serving.scoring import load_champions
 
     if (db_url is None) != (db_table is None):
         raise ValueError("--db-url and --db-table go together: give both or neither")
     if db_table is not None:
-        _split_table_name(db_table)
+        split_table_name(db_table)
     if out is not None and not str(out).endswith(_PARQUET_SUFFIXES):
         raise ValueError(f"the Spark engine writes Parquet: {Path(out).name!r}")
 
@@ -928,7 +926,7 @@ def run_score_spark(
                 "category_shares": shares,
                 "explained_rows": summary_out["explained_rows"],
             }
-            written, why = _update_service_risk_list(service_path, table, meta)
+            written, why = update_service_risk_list(service_path, table, meta)
         else:
             written = False
             why = f"skipped: {risk_rows:,} rows exceed service_copy_max_rows"

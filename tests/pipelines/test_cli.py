@@ -154,9 +154,98 @@ def test_snapshots_stack_cutoffs_with_labels(generated, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["generate", "validate", "check", "features", "snapshots", "train", "demo"]
+    "command",
+    ["generate", "validate", "check", "features", "snapshots", "score", "train", "demo"],
 )
 def test_every_command_has_help(command, capsys):
     code, text, _ = run_cli(capsys, command, "--help")
     assert code == 0
     assert f"churn {command}" in text and "--" in text
+
+
+#: Each command with an ``--engine``, its required flags, and its two flows (module, name).
+ENGINE_COMMANDS = {
+    "features": (
+        ["--as-of", "2024-06-01", "--out", "f.parquet"],
+        ("pipelines.flows", "run_features"),
+        ("pipelines.spark_flows", "run_features_spark"),
+    ),
+    "snapshots": (
+        ["--out", "s.parquet"],
+        ("pipelines.flows", "run_snapshots"),
+        ("pipelines.spark_flows", "run_snapshots_spark"),
+    ),
+    "score": (
+        ["--as-of", "2024-06-01", "--out", "r.parquet"],
+        ("pipelines.scoring", "run_score"),
+        ("pipelines.spark_flows", "run_score_spark"),
+    ),
+}
+
+
+def _record_flows(monkeypatch) -> list[tuple[str, tuple]]:
+    """Replace every command's local and Spark flow by one that records its call."""
+    import importlib
+
+    calls: list[tuple[str, tuple]] = []
+    for _, local, spark in ENGINE_COMMANDS.values():
+        for module, name in (local, spark):
+
+            def flow(*args, _name=name, **kwargs):
+                calls.append((_name, args))
+                return {"flow": _name, "warnings": ["a warning"]}
+
+            monkeypatch.setattr(importlib.import_module(module), name, flow)
+    return calls
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("command", sorted(ENGINE_COMMANDS))
+def test_engine_picks_the_flow_of_that_engine(command, engine, monkeypatch, tmp_path, capsys):
+    calls = _record_flows(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    flags, local, spark = ENGINE_COMMANDS[command]
+    code, payload, _ = run_cli(capsys, command, *flags, "--engine", engine)
+    expected = (spark if engine == "spark" else local)[1]
+    assert code == 0
+    assert payload["flow"] == expected
+    assert [name for name, _ in calls] == [expected]
+    if command != "snapshots":
+        assert str(calls[0][1][1]) == "2024-06-01"  # --as-of reaches both engines parsed
+
+
+@pytest.mark.parametrize("command", sorted(ENGINE_COMMANDS))
+def test_an_unknown_engine_is_a_usage_error_before_any_flow_runs(
+    command, monkeypatch, tmp_path, capsys
+):
+    calls = _record_flows(monkeypatch)
+    flags = ENGINE_COMMANDS[command][0]
+    code, payload, err = run_cli(
+        capsys, command, *flags, "--config", str(tmp_path / "absent.yaml"), "--engine", "dask"
+    )
+    assert code == 2
+    assert payload is None and calls == []
+    assert "'dask' is not local or spark" in err  # the engine is refused before the config
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_score_without_a_champion_exits_2_on_either_engine(engine, monkeypatch, capsys):
+    from serving.scoring import ChampionMissingError
+
+    def no_champion(*args, **kwargs):
+        raise ChampionMissingError("no churn model registered")
+
+    _, local, spark = ENGINE_COMMANDS["score"]
+    module, name = spark if engine == "spark" else local
+    monkeypatch.setattr(f"{module}.{name}", no_champion)
+    code, payload, err = run_cli(capsys, "score", "--engine", engine)
+    assert code == 2
+    assert payload is None
+    assert "error: no churn model registered" in err
+
+
+def test_score_prints_the_warnings_of_the_spark_flow(monkeypatch, capsys):
+    _record_flows(monkeypatch)
+    code, payload, err = run_cli(capsys, "score", "--engine", "spark")
+    assert code == 0 and payload["flow"] == "run_score_spark"
+    assert "warning: a warning" in err
