@@ -17,12 +17,12 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -34,49 +34,32 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
-def _train_store(root: Path, n_customers: int, trials: int):
-    from features.config import DataConfig, SourceConfig
-    from features.snapshots import build_snapshots
-    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
-    from pipelines.config import ProjectConfig
-    from training.train import train
+def _trained_store():
+    """``benchmarks/trained_store.py``, loaded by path (this folder is off the import path)."""
+    name = "churn_trained_store"  # registered: its dataclass needs its module in sys.modules
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _HERE / "trained_store.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
-    data = generate_crm_data(
-        GeneratorParams(n_customers=n_customers, seed=5, start=date(2024, 1, 1))
+
+def _train_store(root: Path, n_customers: int, trials: int):
+    """Generated data (five monthly cutoffs) and the three champions in ``root``; the config."""
+    from pipelines.config import ProjectConfig
+
+    store = _trained_store()
+    history = store.generate_history(root, n_customers=n_customers, seed=5, n_cutoffs=5)
+    training = {
+        "n_trials": trials,
+        "time_budget_s": 120,
+        "log_trial_runs": False,
+        "mlflow": store.mlflow_settings(root),
+    }
+    cfg = ProjectConfig.model_validate(
+        store.project_settings(history.paths, root / "output", training=training)
     )
-    paths = write_crm_data(data, root / "data")
-    cfg = ProjectConfig(
-        data=DataConfig(
-            events=SourceConfig(path=str(paths["events"])),
-            customers=SourceConfig(path=str(paths["customers"])),
-            subscriptions=SourceConfig(path=str(paths["subscriptions"])),
-            quarantine_dir=str(root / "quarantine"),
-        ),
-        training={
-            "n_trials": trials,
-            "time_budget_s": 120,
-            "log_trial_runs": False,
-            "mlflow": {
-                "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                "artifact_location": str(root / "artifacts"),
-            },
-        },
-        output_dir=str(root / "output"),
-    )
-    data_end = (data.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
-    last = data_end - pd.Timedelta(days=90)
-    cutoffs = [last - pd.Timedelta(days=30 * k) for k in range(4, -1, -1)]
-    snapshots, _ = build_snapshots(
-        data.events,
-        cutoffs,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        feature_params=cfg.features,
-        label_params=cfg.labels,
-        data_end=data_end,
-    )
-    for task in ("churn", "upsell", "winback"):
-        train(cfg.training, snapshots, task=task, data_source="synthetic", progress=False)
+    store.train_tasks(cfg.training, history, global_stats=False)
     return cfg
 
 

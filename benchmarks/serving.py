@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -49,7 +50,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO = _HERE.parent
-TASKS = ("churn", "upsell", "winback")
 CONCURRENCY = (1, 10, 50)
 BATCH_SIZE = 100
 FLOOR_TARGET = "benchmarks.floor_service:FloorService"
@@ -74,15 +73,26 @@ SERVICE_TARGET = "serving.service:ChurnService"
 # --------------------------------------------------------------------------------------------
 
 
+def _trained_store():
+    """``benchmarks/trained_store.py``, loaded by path (this folder is off the import path)."""
+    name = "churn_trained_store"  # the name tests/conftest.py loads it under: one copy
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _HERE / "trained_store.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
 def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dict[str, Any]:
     """A complete serving set-up in ``root``, built once (later calls read ``fixture.json``).
 
     Synthetic CRM data (``features.synthetic``), snapshots over four monthly cutoffs
     (``features.snapshots``), churn, up-sell and win-back models trained with
     ``training.train.train`` (one Optuna trial, tiny boosting budget) into an MLflow store in
-    ``root`` (all three become champions), the batch risk list of ``churn score`` at the end of
-    the data, the feature table at that date (request rows), and the project config
-    ``churn.yaml`` pointing at all of it. Returns the paths as a dict.
+    ``root`` (all three become champions), all three by ``benchmarks/trained_store.py``; the
+    batch risk list of ``churn score`` at the end of the data, the feature table at that date
+    (request rows), and the project config ``churn.yaml`` pointing at all of it. Returns the
+    paths as a dict.
     """
     import yaml
 
@@ -90,74 +100,34 @@ def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dic
     marker = root / "fixture.json"
     if marker.is_file():
         return json.loads(marker.read_text(encoding="utf-8"))
-    from features.config import FeatureParams, LabelParams
-    from features.snapshots import build_features, build_snapshots, stats_key
-    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
+    from features.snapshots import build_features
     from pipelines.config import load_config
     from pipelines.scoring import run_score
-    from training.train import train
 
+    store = _trained_store()
     root.mkdir(parents=True, exist_ok=True)
-    data = generate_crm_data(
-        GeneratorParams(n_customers=n_customers, seed=seed, start=date(2024, 1, 1))
-    )
-    paths = write_crm_data(data, root / "data")
-    data_end = (data.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
-    last = data_end - pd.Timedelta(days=90)
-    cutoffs = [last - pd.Timedelta(days=30 * k) for k in range(3, -1, -1)]
-    snapshots, stats = build_snapshots(
-        data.events,
-        cutoffs,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        feature_params=FeatureParams(),
-        label_params=LabelParams(),
-        data_end=data_end,
-    )
-    config = {
-        "data": {
-            "events": {"path": str(paths["events"])},
-            "customers": {"path": str(paths["customers"])},
-            "subscriptions": {"path": str(paths["subscriptions"])},
-            "quarantine_dir": str(root / "quarantine"),
-        },
-        "output_dir": str(root / "output"),
-        "training": {
-            "n_trials": 1,
-            "time_budget_s": 30,
-            "max_boosting_rounds": 60,
-            "early_stopping_rounds": 10,
-            "n_jobs": 1,
-            "log_trial_runs": False,
-            "mlflow": {
-                "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                "artifact_location": str(root / "artifacts"),
-                "experiment_name": "serving",
-            },
-        },
-        "serving": {"reload_interval_s": 0},
+    history = store.generate_history(root, n_customers=n_customers, seed=seed)
+    training = {
+        **store.TINY_TRAINING,
+        "n_jobs": 1,
+        "mlflow": store.mlflow_settings(root, "serving"),
     }
+    config = store.project_settings(
+        history.paths, root / "output", training=training, serving={"reload_interval_s": 0}
+    )
     config_path = root / "churn.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     cfg = load_config(config_path, environ={})
-    test_stats = stats[stats_key(cutoffs[-1])]
-    for task in TASKS:
-        train(
-            cfg.training,
-            snapshots,
-            task=task,
-            data_source="synthetic",
-            progress=False,
-            global_stats=test_stats.to_dict(),
-        )
-    run_score(cfg, data_end.date())
+    store.train_tasks(cfg.training, history)
+    run_score(cfg, history.data_end.date())
+    data = history.data
     features, _ = build_features(
         data.events,
-        data_end,
+        history.data_end,
         customers=data.customers,
         subscriptions=data.subscriptions,
         params=cfg.features,
-        stats=test_stats,
+        stats=history.test_stats,
         label_params=cfg.labels,
     )
     features_path = root / "features.parquet"
@@ -166,10 +136,8 @@ def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dic
         "root": str(root),
         "config": str(config_path),
         "features": str(features_path),
-        "events": str(paths["events"]),
-        "customers": str(paths["customers"]),
-        "subscriptions": str(paths["subscriptions"]),
-        "data_end": str(data_end.date()),
+        **{name: str(history.paths[name]) for name in ("events", "customers", "subscriptions")},
+        "data_end": str(history.data_end.date()),
         "tracking_uri": cfg.training.mlflow.tracking_uri,
     }
     marker.write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -1,125 +1,35 @@
 """Batch scoring (``pipelines.scoring.run_score``, ``churn score``): the ranked risk list in files
 and SQL tables, idempotent per as-of date and atomic when a write fails midway.
 
-The models are trained once per session by the same code as ``tests/serving/test_scoring.py``
-(``_store``), into the same directory under basetemp, so a session running both trains once.
+The models are trained once per session into the MLflow store ``tests/serving/test_scoring.py``
+uses too (``scoring_store`` in tests/conftest.py).
 PostgreSQL tests use unique table names, drop them afterwards and are skipped (with the reason)
 when the server at 127.0.0.1:5432 is unreachable.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import uuid
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from features.config import DataConfig, SourceConfig
 from pipelines.scoring import replace_risk_list_rows, run_score
 from serving.scoring import read_risk_list
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-N_CUSTOMERS = 2000
-TASKS = ("churn", "upsell", "winback")
 
 
 # --------------------------------------------------------------------------------------------
-# fixtures (``_store`` and ``project_config`` as in tests/serving/test_scoring.py)
+# fixtures (``scoring_store`` and ``scoring_config`` come from tests/conftest.py)
 # --------------------------------------------------------------------------------------------
-
-
-def _store(root: Path) -> dict:
-    """Generate data, build snapshots, train the three tasks (once per session and root)."""
-    marker = root / "store.json"
-    if marker.is_file():
-        return json.loads(marker.read_text())
-    from features.config import FeatureParams, LabelParams
-    from features.snapshots import build_snapshots, stats_key
-    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
-    from training.config import MlflowConfig, TrainingConfig
-    from training.train import train
-
-    root.mkdir(parents=True, exist_ok=True)
-    data = generate_crm_data(
-        GeneratorParams(n_customers=N_CUSTOMERS, seed=11, start=date(2024, 1, 1))
-    )
-    paths = write_crm_data(data, root / "data")
-    data_end = (data.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
-    last = data_end - pd.Timedelta(days=90)
-    cutoffs = [last - pd.Timedelta(days=30 * k) for k in range(3, -1, -1)]
-    snapshots, stats = build_snapshots(
-        data.events,
-        cutoffs,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        feature_params=FeatureParams(),
-        label_params=LabelParams(),
-        data_end=data_end,
-    )
-    mlflow_cfg = MlflowConfig(
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        artifact_location=str(root / "artifacts"),
-        experiment_name="scoring-tests",
-    )
-    cfg = TrainingConfig(
-        n_trials=1,
-        time_budget_s=30,
-        max_boosting_rounds=60,
-        early_stopping_rounds=10,
-        n_jobs=2,
-        log_trial_runs=False,
-        mlflow=mlflow_cfg,
-    )
-    extra = {}
-    if "global_stats" in inspect.signature(train).parameters:
-        extra["global_stats"] = stats[stats_key(cutoffs[-1])].to_dict()
-    for task in TASKS:
-        train(cfg, snapshots, task=task, data_source="synthetic", progress=False, **extra)
-    payload = {
-        "tracking_uri": mlflow_cfg.tracking_uri,
-        "artifact_location": mlflow_cfg.artifact_location,
-        "paths": {k: str(v) for k, v in paths.items()},
-        "data_end": str(data_end.date()),
-    }
-    marker.write_text(json.dumps(payload))
-    return payload
-
-
-def project_config(store: dict, output_dir: Path, **serving):
-    from pipelines.config import ProjectConfig
-
-    paths = store["paths"]
-    return ProjectConfig(
-        data=DataConfig(
-            events=SourceConfig(path=paths["events"]),
-            customers=SourceConfig(path=paths["customers"]),
-            subscriptions=SourceConfig(path=paths["subscriptions"]),
-            quarantine_dir=str(output_dir / "quarantine"),
-        ),
-        training={
-            "mlflow": {
-                "tracking_uri": store["tracking_uri"],
-                "artifact_location": store["artifact_location"],
-                "experiment_name": "scoring-tests",
-            }
-        },
-        serving=serving,
-        output_dir=str(output_dir),
-    )
-
-
-@pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return _store(tmp_path_factory.getbasetemp() / "scoring-store")
 
 
 @pytest.fixture(scope="module")
-def cfg(store, tmp_path_factory):
-    return project_config(store, tmp_path_factory.mktemp("batch-out"))
+def cfg(scoring_config, tmp_path_factory):
+    return scoring_config(tmp_path_factory.mktemp("batch-out"))
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +100,10 @@ def _rows(url: str, table: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def test_run_scores_every_customer_and_ranks_by_value_at_risk(first_run, store):
+def test_run_scores_every_customer_and_ranks_by_value_at_risk(first_run, scoring_store):
     summary, table = first_run
-    assert summary["as_of"] == store["data_end"]
-    assert summary["customers"] == N_CUSTOMERS
+    assert summary["as_of"] == scoring_store["data_end"]
+    assert summary["customers"] == scoring_store["n_customers"]
     assert summary["active"] + summary["lapsed"] == summary["status"]["scored"]
     assert summary["risk_list_rows"] == summary["active"] == len(table)
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
@@ -382,13 +292,13 @@ def test_postgres_failure_midway_keeps_the_previous_rows(risk_table, pg_table, m
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_score_prints_the_summary(store, tmp_path, monkeypatch):
+def test_cli_score_prints_the_summary(scoring_config, tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
 
     from pipelines.cli import app
 
-    cfg = project_config(store, tmp_path / "output")
+    cfg = scoring_config(tmp_path / "output")
     config_file = tmp_path / "churn.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     out = tmp_path / "risk.csv"

@@ -2,17 +2,14 @@
 
 The session fixture trains real (tiny) models with ``training.train.train`` on a real snapshot
 table (``features.synthetic`` + ``features.snapshots``) into an MLflow store in a temporary
-directory. ``tests/pipelines/test_batch_scoring.py`` builds the same store with the same code
-and reuses it when both run in one session (``_store`` is keyed by a directory in basetemp).
+directory: ``scoring_store`` in tests/conftest.py, shared with
+``tests/pipelines/test_batch_scoring.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.config import DataConfig, SourceConfig
 from serving.decisions import (
     ACTIONS,
     cross_sell_candidates_frame,
@@ -46,108 +42,22 @@ from serving.scoring import (
     write_risk_list,
 )
 
-N_CUSTOMERS = 2000
 TASKS = ("churn", "upsell", "winback")
 
 
 # --------------------------------------------------------------------------------------------
-# fixtures: one MLflow store with three champions, shared by the session
+# fixtures: one MLflow store with three champions, shared by the session (tests/conftest.py)
 # --------------------------------------------------------------------------------------------
 
 
-def _store(root: Path) -> dict:
-    """Generate data, build snapshots, train the three tasks (once per session and root)."""
-    marker = root / "store.json"
-    if marker.is_file():
-        return json.loads(marker.read_text())
-    from features.config import FeatureParams, LabelParams
-    from features.snapshots import build_snapshots, stats_key
-    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
-    from training.config import MlflowConfig, TrainingConfig
-    from training.train import train
-
-    root.mkdir(parents=True, exist_ok=True)
-    data = generate_crm_data(
-        GeneratorParams(n_customers=N_CUSTOMERS, seed=11, start=date(2024, 1, 1))
-    )
-    paths = write_crm_data(data, root / "data")
-    data_end = (data.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
-    last = data_end - pd.Timedelta(days=90)
-    cutoffs = [last - pd.Timedelta(days=30 * k) for k in range(3, -1, -1)]
-    snapshots, stats = build_snapshots(
-        data.events,
-        cutoffs,
-        customers=data.customers,
-        subscriptions=data.subscriptions,
-        feature_params=FeatureParams(),
-        label_params=LabelParams(),
-        data_end=data_end,
-    )
-    mlflow_cfg = MlflowConfig(
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        artifact_location=str(root / "artifacts"),
-        experiment_name="scoring-tests",
-    )
-    cfg = TrainingConfig(
-        n_trials=1,
-        time_budget_s=30,
-        max_boosting_rounds=60,
-        early_stopping_rounds=10,
-        n_jobs=2,
-        log_trial_runs=False,
-        mlflow=mlflow_cfg,
-    )
-    extra = {}
-    if "global_stats" in inspect.signature(train).parameters:
-        extra["global_stats"] = stats[stats_key(cutoffs[-1])].to_dict()
-    for task in TASKS:
-        train(cfg, snapshots, task=task, data_source="synthetic", progress=False, **extra)
-    payload = {
-        "tracking_uri": mlflow_cfg.tracking_uri,
-        "artifact_location": mlflow_cfg.artifact_location,
-        "paths": {k: str(v) for k, v in paths.items()},
-        "data_end": str(data_end.date()),
-    }
-    marker.write_text(json.dumps(payload))
-    return payload
-
-
-def project_config(store: dict, output_dir: Path, **serving):
-    from pipelines.config import ProjectConfig
-
-    paths = store["paths"]
-    return ProjectConfig(
-        data=DataConfig(
-            events=SourceConfig(path=paths["events"]),
-            customers=SourceConfig(path=paths["customers"]),
-            subscriptions=SourceConfig(path=paths["subscriptions"]),
-            quarantine_dir=str(output_dir / "quarantine"),
-        ),
-        training={
-            "mlflow": {
-                "tracking_uri": store["tracking_uri"],
-                "artifact_location": store["artifact_location"],
-                "experiment_name": "scoring-tests",
-            }
-        },
-        serving=serving,
-        output_dir=str(output_dir),
-    )
+@pytest.fixture(scope="session")
+def crm(scoring_store: dict) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(path) for name, path in scoring_store["paths"].items()}
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return _store(tmp_path_factory.getbasetemp() / "scoring-store")
-
-
-@pytest.fixture(scope="session")
-def crm(store: dict) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(path) for name, path in store["paths"].items()}
-
-
-@pytest.fixture(scope="session")
-def cfg(store: dict, tmp_path_factory: pytest.TempPathFactory):
-    return project_config(store, tmp_path_factory.mktemp("scoring-out"))
+def cfg(scoring_config, tmp_path_factory: pytest.TempPathFactory):
+    return scoring_config(tmp_path_factory.mktemp("scoring-out"))
 
 
 @pytest.fixture(scope="session")
@@ -164,8 +74,8 @@ def monkeypatch_session():
 
 
 @pytest.fixture(scope="session")
-def as_of(store: dict) -> pd.Timestamp:
-    return pd.Timestamp(store["data_end"])
+def as_of(scoring_store: dict) -> pd.Timestamp:
+    return pd.Timestamp(scoring_store["data_end"])
 
 
 @pytest.fixture(scope="session")
@@ -221,14 +131,16 @@ def test_bands_and_percentiles_come_from_the_churn_run_test_predictions(models):
     np.testing.assert_array_equal(models.reference_scores, np.sort(test_scores))
 
 
-def test_missing_churn_champion_refuses_to_load(store, tmp_path):
-    cfg = project_config(store, tmp_path, model_uris={"churn": "models:/no_such_model@champion"})
+def test_missing_churn_champion_refuses_to_load(scoring_config, tmp_path):
+    cfg = scoring_config(tmp_path, model_uris={"churn": "models:/no_such_model@champion"})
     with pytest.raises(ChampionMissingError, match="no churn model at models:/no_such_model"):
         load_champions(cfg)
 
 
-def test_missing_optional_model_is_a_warning_and_leaves_its_scores_empty(store, tmp_path, features):
-    cfg = project_config(store, tmp_path, model_uris={"winback": "models:/winback@nobody"})
+def test_missing_optional_model_is_a_warning_and_leaves_its_scores_empty(
+    scoring_config, tmp_path, features
+):
+    cfg = scoring_config(tmp_path, model_uris={"winback": "models:/winback@nobody"})
     models = load_champions(cfg)
     assert "winback" not in models.tasks
     assert any("no winback model" in w for w in models.warnings)
@@ -530,9 +442,9 @@ def test_risk_list_round_trips_and_filters(scores, models, tmp_path):
 
 
 def test_a_batch_risk_list_gives_the_service_its_stats_and_category_shares(
-    store, tmp_path, crm, as_of, scores, models
+    scoring_config, tmp_path, crm, as_of, scores, models
 ):
-    cfg = project_config(store, tmp_path)
+    cfg = scoring_config(tmp_path)
     from features.snapshots import build_features
 
     shares = category_purchase_shares(crm["events"], as_of)
@@ -562,12 +474,12 @@ def test_a_batch_risk_list_gives_the_service_its_stats_and_category_shares(
 
 
 def test_without_stored_test_scores_bands_come_from_the_batch_risk_list(
-    store, tmp_path, scores, models, features, monkeypatch
+    scoring_config, tmp_path, scores, models, features, monkeypatch
 ):
     import serving.scoring as scoring
 
     monkeypatch.setattr(scoring, "_test_prediction_scores", lambda client, model: None)
-    cfg = project_config(store, tmp_path)
+    cfg = scoring_config(tmp_path)
     fallback = load_champions(cfg)
     assert fallback.band_source == "scored_population"
     assert fallback.risk_bands is None
