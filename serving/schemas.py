@@ -3,7 +3,10 @@
 
 Plain pydantic v2 models, no serving framework: BentoML turns them into the OpenAPI document
 (field descriptions and examples included) and validates requests with them, so a bad request
-is answered with 422 and a message that names the field, before any model runs.
+is answered with 400 and a message that names the field, before any model runs. A request
+model's own example is an OpenAPI 3.0 ``example`` (one request), not JSON Schema's
+``examples`` list: BentoML 1.4's OpenAPI writer has no ``examples`` at the top of a schema and
+fails on it. Every documented request example is one the service accepts.
 
 Requests are strict: unknown fields are rejected (a typo such as ``customer`` for
 ``customers`` must not silently score nothing), numbers must be finite (NaN and infinity are
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -30,6 +34,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -42,6 +48,7 @@ __all__ = [
     "MAX_EVENTS_PER_REQUEST",
     "MAX_FEATURES_PER_CUSTOMER",
     "MAX_RISK_LIST_ROWS",
+    "NON_FINITE_WORDS",
     "ActionRuleInfo",
     "CrossSellCandidate",
     "CustomerFeatures",
@@ -57,6 +64,7 @@ __all__ = [
     "ScoreResult",
     "Segments",
     "TaskModelInfo",
+    "feature_value_problems",
 ]
 
 #: Most customers one ``POST /score`` may carry (feature rows).
@@ -77,7 +85,9 @@ ValueGrowthSegment = Literal[VALUE_GROWTH_SEGMENTS]  # type: ignore[valid-type]
 Task = Literal["churn", "upsell", "winback"]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
-_NON_FINITE_WORDS = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+#: Feature strings refused as spelled-out NaN or infinity (compared trimmed and lower-cased):
+#: a CRM export that writes "NaN" for a missing number means null, and must send null.
+NON_FINITE_WORDS = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
 def _not_blank(value: str) -> str:
@@ -155,24 +165,116 @@ class EventIn(_Request):
         return value
 
 
+#: Value types a feature row may hold as JSON delivers them (``bool`` becomes 1.0/0.0).
+_PLAIN_VALUE_TYPES = frozenset({float, int, bool, str, type(None)})
+
+#: The feature row of the documented examples: ``is_active`` (it chooses between the churn and
+#: the win-back model) and a few model features; the others are scored as missing.
+_FEATURES_EXAMPLE: dict[str, Any] = {
+    "is_active": True,
+    "recency_days": 63.0,
+    "complaints_90d": 3,
+    "value_365d": 420.5,
+    "rfm_segment": "at_risk",
+}
+_EVENT_EXAMPLE: dict[str, Any] = {
+    "customer_id": "C00042",
+    "timestamp": "2024-08-14T09:30:00Z",
+    "event_type": "purchase",
+    "amount": 59.9,
+    "category": "accessories",
+}
+
+
 def _feature_problem(name: Any, value: Any) -> str | None:
+    """What is wrong with one feature value, in words (None: nothing)."""
     if not isinstance(name, str) or not name.strip():
         return f"feature name {name!r} must be a non-empty string"
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        if not math.isfinite(float(value)):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond the largest float; its digits are not repeated
+            return (
+                f"feature {name!r} is an integer too large for a number: only finite numbers "
+                "are accepted (null if missing)"
+            )
+        if not finite:
             return (
                 f"feature {name!r} is {value}: only finite numbers are accepted (null if missing)"
             )
         return None
     if isinstance(value, str):
-        if value.strip().lower() in _NON_FINITE_WORDS:
+        if value.strip().lower() in NON_FINITE_WORDS:
             return (
                 f"feature {name!r} is {value!r}: only finite numbers are accepted (null if missing)"
             )
         return None
     return f"feature {name!r} has a {type(value).__name__}: expected a number, a string or null"
+
+
+def feature_value_problems(features: Mapping[Any, Any]) -> list[str]:
+    """Every rule a feature row breaks, one sentence per feature, in row order (empty: valid).
+
+    The rules of ``CustomerFeatures.features``: names are non-blank strings; values are null,
+    booleans, finite numbers (no NaN, no infinity, no integer beyond the float range) or strings
+    that do not spell NaN or infinity (:data:`NON_FINITE_WORDS`). The reference the fast check
+    of :class:`CustomerFeatures` falls back on for its messages."""
+    return [p for n, v in features.items() if (p := _feature_problem(n, v)) is not None]
+
+
+def _looks_plain(features: dict[Any, Any]) -> bool:
+    """True when only the numbers of ``features`` may break a rule: names are non-blank strings,
+    values have JSON's own types and no string spells NaN or infinity. Bulk operations, no
+    Python loop over every value: this decides for nearly every row of a request."""
+    try:
+        if not all(map(str.strip, features)):
+            return False
+    except TypeError:  # a name that is not a string
+        return False
+    values = features.values()
+    kinds = set(map(type, values))
+    if not kinds <= _PLAIN_VALUE_TYPES:
+        return False
+    if str in kinds:
+        texts = [v for v in values if v.__class__ is str]
+        return NON_FINITE_WORDS.isdisjoint(map(str.lower, map(str.strip, texts)))
+    return True
+
+
+def _refusal(problems: list[str]) -> ValueError:
+    shown = "; ".join(problems[:10])
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    return ValueError(shown + more)
+
+
+def _checked_features(values: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+    """``values`` validated as ``dict[str, float | str | None]`` under the rules of
+    :func:`feature_value_problems`, with its messages.
+
+    Fast: a plain row (:func:`_looks_plain`) goes straight to pydantic's compiled validation,
+    which refuses NaN, infinity and integers beyond the float range itself (``allow_inf_nan``
+    is off) and turns booleans and integers into floats; only when it refuses, or the row is not
+    plain, are the values looked at one by one, to say which feature is wrong and why."""
+    if not isinstance(values, dict):
+        return validate(values)  # pydantic's own "should be a valid dictionary"
+    if len(values) > MAX_FEATURES_PER_CUSTOMER:
+        raise ValueError(
+            f"at most {MAX_FEATURES_PER_CUSTOMER:,} features per customer, got {len(values):,}"
+        )
+    if _looks_plain(values):
+        try:
+            return validate(values)
+        except ValidationError:
+            problems = feature_value_problems(values)
+            if not problems:
+                raise
+    else:
+        problems = feature_value_problems(values)
+        if not problems:
+            return validate(values)
+    raise _refusal(problems)
 
 
 class CustomerFeatures(_Request):
@@ -184,64 +286,27 @@ class CustomerFeatures(_Request):
         description=(
             "Feature values by column name (numbers, category strings, null when missing; "
             "booleans become 1/0). Names are checked by the service against the model's "
-            "feature list."
+            "feature list; `is_active` is required (1: active, scored for churn; 0: lapsed, "
+            "scored for win-back)."
         ),
-        examples=[
-            {
-                "recency_days": 63.0,
-                "purchases_90d": 0,
-                "complaints_90d": 3,
-                "spend_365d": 420.5,
-                "plan": "basic",
-            }
-        ],
+        examples=[_FEATURES_EXAMPLE],
     )
 
-    @field_validator("features", mode="before")
+    @field_validator("features", mode="wrap")
     @classmethod
-    def _finite_values(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        if len(value) > MAX_FEATURES_PER_CUSTOMER:
-            raise ValueError(
-                f"at most {MAX_FEATURES_PER_CUSTOMER:,} features per customer, got {len(value):,}"
-            )
-        problems = [p for n, v in value.items() if (p := _feature_problem(n, v)) is not None]
-        if problems:
-            shown = "; ".join(problems[:10])
-            more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-            raise ValueError(shown + more)
-        return {n: float(v) if isinstance(v, bool) else v for n, v in value.items()}
+    def _valid_features(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _checked_features(value, handler)
 
 
 class ScoreRequest(_Request):
     """Customers to score: feature rows, or raw recent events to compute them from (not both)."""
 
+    # ``title``: BentoML validates a subclass of its own; errors and the document keep this name.
     model_config = ConfigDict(
+        title="ScoreRequest",
         json_schema_extra={
-            "examples": [
-                {
-                    "customers": [
-                        {
-                            "customer_id": "C00042",
-                            "features": {"recency_days": 63.0, "complaints_90d": 3},
-                        }
-                    ]
-                },
-                {
-                    "events": [
-                        {
-                            "customer_id": "C00042",
-                            "timestamp": "2024-08-14T09:30:00Z",
-                            "event_type": "purchase",
-                            "amount": 59.9,
-                            "category": "accessories",
-                        }
-                    ],
-                    "as_of": "2024-09-01",
-                },
-            ]
-        }
+            "example": {"customers": [{"customer_id": "C00042", "features": _FEATURES_EXAMPLE}]}
+        },
     )
 
     customers: list[CustomerFeatures] | None = Field(
@@ -257,6 +322,7 @@ class ScoreRequest(_Request):
             f"Raw events, 1 to {MAX_EVENTS_PER_REQUEST:,}; every customer appearing in them is "
             "scored. Give this or `customers`."
         ),
+        examples=[[_EVENT_EXAMPLE]],
     )
     as_of: date | None = Field(
         None,
@@ -408,6 +474,11 @@ def _distinct(values: list[Any] | None) -> list[Any] | None:
 
 class RiskListRequest(_Request):
     """Which at-risk customers to list; filters combine with AND, values within one with OR."""
+
+    # as ScoreRequest's: the name BentoML's subclass keeps, an example OpenAPI 3.0 renders
+    model_config = ConfigDict(
+        title="RiskListRequest", json_schema_extra={"example": {"risk_band": ["high"], "top_n": 20}}
+    )
 
     risk_band: list[RiskBandName] = Field(
         default_factory=lambda: ["high"],

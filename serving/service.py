@@ -96,7 +96,7 @@ import numpy as np
 import pandas as pd
 import prometheus_client
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from features.contract import DataContractError
@@ -115,9 +115,7 @@ from serving.decisions import (
     reason_text,
 )
 from serving.schemas import (
-    _NON_FINITE_WORDS,
     MAX_CUSTOMERS_PER_REQUEST,
-    MAX_FEATURES_PER_CUSTOMER,
     CustomerFeatures,
     EventIn,
     ModelInfo,
@@ -200,116 +198,6 @@ MODEL_RELOADS = prometheus_client.Counter(
     "Registry checks of the periodic and admin reload, by outcome.",
     labelnames=["outcome"],
 )
-
-
-# --------------------------------------------------------------------------------------------
-# request bodies as BentoML documents them
-# --------------------------------------------------------------------------------------------
-
-#: The documented example of POST /score: a feature row needs ``is_active`` (which model).
-SCORE_EXAMPLE: dict[str, Any] = {
-    "customers": [
-        {
-            "customer_id": "C00042",
-            "features": {
-                "is_active": True,
-                "recency_days": 63.0,
-                "complaints_90d": 3,
-                "value_365d": 420.5,
-                "rfm_segment": "at_risk",
-            },
-        }
-    ]
-}
-
-
-def _request_body(
-    model: type[BaseModel], example: dict[str, Any] | None, **fields: Any
-) -> type[BaseModel]:
-    """``model`` as the body of a BentoML API: errors and the OpenAPI document name it
-    ``model`` (not "...IODescriptor"), and its example is an OpenAPI 3.0 ``example`` (BentoML's
-    OpenAPI writer has no ``examples`` at the top of a schema and fails on it). ``fields``:
-    name -> (annotation, FieldInfo) of fields to redeclare."""
-
-    def document(schema: dict[str, Any]) -> None:
-        schema.pop("examples", None)
-        if example is not None:
-            schema["example"] = example
-
-    namespace: dict[str, Any] = {
-        "__doc__": model.__doc__,
-        "__module__": __name__,
-        "model_config": ConfigDict(title=model.__name__, json_schema_extra=document),
-    }
-    if fields:
-        namespace["__annotations__"] = {name: spec[0] for name, spec in fields.items()}
-        namespace.update({name: spec[1] for name, spec in fields.items()})
-    return type(f"{model.__name__}Body", (model,), namespace)
-
-
-_NONE_TYPE = type(None)
-_PLAIN_VALUE_TYPES = frozenset({float, int, bool, str, _NONE_TYPE})
-
-
-def _plain_features(values: Any) -> bool:
-    """True when ``values`` can skip ``serving.schemas.CustomerFeatures``'s Python check: a
-    dict of non-blank string names to numbers, null or strings that are not spelled-out
-    NaN/infinity. Numbers need no look here: the model's own (compiled) validation refuses NaN,
-    infinity and integers too large for a float anyway (``allow_inf_nan=False``), and turns
-    booleans into 1.0/0.0 as the check does. Anything else goes through the check itself, for
-    its messages."""
-    if not isinstance(values, dict) or len(values) > MAX_FEATURES_PER_CUSTOMER:
-        return False
-    try:
-        if not all(map(str.strip, values)):
-            return False
-    except TypeError:  # a name that is not a string
-        return False
-    kinds = set(map(type, values.values()))
-    if not kinds <= _PLAIN_VALUE_TYPES:
-        return False
-    if str in kinds:
-        words = {v.strip().lower() for v in values.values() if v.__class__ is str}
-        if not words.isdisjoint(_NON_FINITE_WORDS):
-            return False
-    return True
-
-
-def _check_features(cls: type, values: Any) -> Any:
-    """``CustomerFeatures``'s check of the feature values, skipped in the plain case
-    (:func:`_plain_features`), with a readable error instead of an OverflowError (a server
-    error) for integers too large for a float."""
-    if _plain_features(values):
-        return values
-    try:
-        return CustomerFeatures._finite_values(values)
-    except OverflowError as exc:
-        raise ValueError(
-            "a feature value is an integer too large for a number: only finite numbers are accepted"
-        ) from exc
-
-
-#: ``CustomerFeatures`` with the same rules, checked faster (see :func:`_check_features`).
-FastCustomerFeatures = type(
-    "CustomerFeatures",
-    (CustomerFeatures,),
-    {
-        "__doc__": CustomerFeatures.__doc__,
-        "__module__": __name__,
-        "_finite_values": field_validator("features", mode="before")(classmethod(_check_features)),
-    },
-)
-
-
-ScoreRequestBody = _request_body(
-    ScoreRequest,
-    SCORE_EXAMPLE,
-    customers=(
-        list[FastCustomerFeatures] | None,
-        Field(None, description=ScoreRequest.model_fields["customers"].description),
-    ),
-)
-RiskListRequestBody = _request_body(RiskListRequest, {"risk_band": ["high"], "top_n": 20})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1715,7 +1603,7 @@ class ChurnService:
 
     # --- POST /score ------------------------------------------------------------------------
     @bentoml.api(route="/score")
-    async def score(self, request: ScoreRequestBody, /) -> ScoreResponse:
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """Score customers given as feature rows (``customers``) or raw events (``events``).
 
         Feature rows are scored as given (names: see GET /model_info; a customer with no
@@ -1862,7 +1750,7 @@ class ChurnService:
 
     # --- POST /risk_list --------------------------------------------------------------------
     @bentoml.api(route="/risk_list")
-    async def risk_list(self, request: RiskListRequestBody, /) -> RiskListResponse:
+    async def risk_list(self, request: RiskListRequest, /) -> RiskListResponse:
         """The latest batch risk list (``churn score``), filtered (AND across fields, OR
         within one) and ranked by expected value at risk, largest first."""
 

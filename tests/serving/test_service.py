@@ -12,13 +12,12 @@
 
 The models: tiny ones trained with ``training.train.train`` (one trial) on synthetic data, in an
 MLflow store built once per session by ``benchmarks/serving.py:prepare_fixture`` (the harness
-the serving benchmark uses too).
+the serving benchmark uses too); ``conftest.py`` holds it and the server start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import os
@@ -44,7 +43,6 @@ from serving.schemas import CustomerFeatures
 from serving.service import (
     OPEN_PATHS,
     ChurnService,
-    FastCustomerFeatures,
     RequestError,
     RequestGuard,
     ServiceSettings,
@@ -57,17 +55,6 @@ from serving.service import (
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
 KEY_ENV = "CHURN_TEST_SERVICE_KEY"
-
-
-def harness():
-    """``benchmarks/serving.py`` as a module (prepare_fixture, running_server, free_port)."""
-    name = "churn_serving_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "serving.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,35 +198,6 @@ def test_cached_action_table_decides_like_the_rule_table(rows):
     assert table.decide(rows) == decided  # the second time from memory
 
 
-_NAME = st.one_of(st.sampled_from(["recency_days", "plan", " ", ""]), st.text(max_size=6))
-_VALUE = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(min_value=-(10**400), max_value=10**400),
-    st.sampled_from(["nan", " Inf", "-infinity", "basic", "", "NaN "]),
-    st.text(max_size=5),
-    st.lists(st.integers(), max_size=2),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(features=st.dictionaries(_NAME, _VALUE, max_size=6))
-def test_fast_feature_check_accepts_and_refuses_like_the_schema(features):
-    payload = {"customer_id": "C1", "features": features}
-    try:
-        expected = CustomerFeatures.model_validate(payload).features
-    except OverflowError:
-        expected = "refused"  # the schema's own check fails on huge integers (a server error)
-    except ValueError:
-        expected = "refused"
-    try:
-        got = FastCustomerFeatures.model_validate(payload).features
-    except ValueError:
-        got = "refused"
-    assert got == expected
-
-
 def test_openapi_document_lists_every_endpoint_with_a_valid_score_example():
     spec = ChurnService.openapi_spec.asdict()
     paths = spec["paths"]
@@ -248,6 +206,9 @@ def test_openapi_document_lists_every_endpoint_with_a_valid_score_example():
     body = paths["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     example = body["example"]
     assert example["customers"][0]["features"]["is_active"] is True
+    assert body["title"] == "ScoreRequest"
+    risk_list = paths["/risk_list"]["post"]["requestBody"]["content"]["application/json"]
+    assert risk_list["schema"]["example"] == {"risk_band": ["high"], "top_n": 20}
 
 
 def test_serve_command_keeps_idle_connections_longer_than_clients_do():
@@ -263,11 +224,6 @@ def test_serve_command_keeps_idle_connections_longer_than_clients_do():
 
 
 @pytest.fixture(scope="session")
-def serving_fixture(tmp_path_factory) -> dict:
-    return harness().prepare_fixture(tmp_path_factory.getbasetemp() / "serving-fixture")
-
-
-@pytest.fixture(scope="session")
 def project(serving_fixture) -> ProjectConfig:
     return load_config(Path(serving_fixture["config"]), environ={})
 
@@ -278,9 +234,9 @@ def state(project):
 
 
 @pytest.fixture(scope="session")
-def rows(serving_fixture, state) -> list[dict]:
+def rows(serving_harness, serving_fixture, state) -> list[dict]:
     features = sorted({f for m in state.models.tasks.values() for f in m.features})
-    return harness().feature_rows(serving_fixture["features"], features)
+    return serving_harness.feature_rows(serving_fixture["features"], features)
 
 
 def customers(*payloads: dict) -> list[CustomerFeatures]:
@@ -388,23 +344,14 @@ def _service_config(serving_fixture: dict, directory: Path, **serving) -> Path:
     return path
 
 
-def _start(config: Path, logs: Path, extra_env: dict | None = None):
-    h = harness()
-    port = h.free_port()
-    env = {"CHURN_CONFIG": str(config), "CHURN_SERVICE_WORKERS": "1", **(extra_env or {})}
-    return h.running_server(
-        serve_command(host="127.0.0.1", port=port), port=port, env=env, log_path=logs
-    )
-
-
 @pytest.fixture(scope="module")
-def server(serving_fixture, tmp_path_factory):
+def server(serving_fixture, start_server, tmp_path_factory):
     """One server with an API key and a 300 kB body limit, for the module."""
     directory = tmp_path_factory.mktemp("service")
     config = _service_config(
         serving_fixture, directory, api_key_env=KEY_ENV, max_request_bytes=300_000
     )
-    with _start(config, directory / "server.log", {KEY_ENV: API_KEY}) as url:
+    with start_server(config, directory / "server.log", {KEY_ENV: API_KEY}) as url:
         yield url
 
 
@@ -424,6 +371,46 @@ def test_health_readiness_metrics_and_docs_need_no_key(server):
         assert httpx.get(server + path).status_code == 200, path
     spec = httpx.get(server + "/docs.json").json()
     assert {"/score", "/risk_list", "/model_info", "/admin/reload"} <= set(spec["paths"])
+
+
+def _request_schema(spec: dict, path: str) -> dict:
+    return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+@pytest.mark.slow
+def test_docs_show_the_request_examples_and_the_service_accepts_them(server, http):
+    """Each request body's own example, and the requests the field examples make, as /docs.json
+    shows them: all answered 200 (a documented example is one a CRM can send as it is)."""
+    spec = httpx.get(server + "/docs.json").json()
+    score = _request_schema(spec, "/score")
+    row = spec["components"]["schemas"]["CustomerFeatures"]["properties"]
+    documented = [
+        ("/score", score["example"]),
+        (
+            "/score",
+            {
+                "customers": [
+                    {
+                        "customer_id": row["customer_id"]["examples"][0],
+                        "features": row["features"]["examples"][0],
+                    }
+                ]
+            },
+        ),
+        (
+            "/score",
+            {
+                "events": score["properties"]["events"]["examples"][0],
+                "as_of": score["properties"]["as_of"]["examples"][0],
+            },
+        ),
+        ("/risk_list", _request_schema(spec, "/risk_list")["example"]),
+    ]
+    for path, body in documented:
+        response = http.post(path, json=body)
+        assert response.status_code == 200, (path, body, response.text)
+    scored = http.post("/score", json=score["example"]).json()["results"][0]
+    assert scored["status"] == "scored" and scored["churn_probability"] is not None
 
 
 @pytest.mark.slow
@@ -526,8 +513,16 @@ def test_unknown_customers_are_answered_explicitly(http, rows):
 BAD_REQUESTS = {
     "wrong type": ({"customers": "C1"}, 400, "customers"),
     "missing field": ({"customers": [{"features": {}}]}, 400, "customer_id"),
-    "NaN": (b'{"customers": [{"customer_id": "C1", "features": {"x": NaN}}]}', 400, ""),
-    "infinity": (b'{"customers": [{"customer_id": "C1", "features": {"x": 1e999}}]}', 400, ""),
+    "NaN": (
+        b'{"customers": [{"customer_id": "C1", "features": {"x": NaN}}]}',
+        400,
+        "feature 'x' is nan: only finite numbers are accepted",
+    ),
+    "infinity": (
+        b'{"customers": [{"customer_id": "C1", "features": {"x": 1e999}}]}',
+        400,
+        "feature 'x' is inf: only finite numbers are accepted",
+    ),
     "empty batch": ({"customers": []}, 400, "empty"),
     "neither source": ({}, 400, "give exactly one"),
     "unknown field": ({"customer": []}, 400, "customer"),
@@ -568,7 +563,12 @@ BAD_REQUESTS = {
     "huge integer": (
         b'{"customers": [{"customer_id": "C1", "features": {"x": 1' + b"0" * 400 + b"}}]}",
         400,
-        "features",
+        "feature 'x' is an integer too large for a number",
+    ),
+    "huge negative integer": (
+        b'{"customers": [{"customer_id": "C1", "features": {"x": -1' + b"0" * 400 + b"}}]}",
+        400,
+        "feature 'x' is an integer too large for a number",
     ),
     "not json": (b"{customers", 400, ""),
     "duplicate ids": (
@@ -685,7 +685,7 @@ def test_an_idle_connection_is_kept_open_longer_than_clients_keep_it(server, row
 
 
 @pytest.fixture(scope="module")
-def reload_server(serving_fixture, tmp_path_factory):
+def reload_server(serving_fixture, start_server, tmp_path_factory):
     """A server on a COPY of the registry (tests move aliases), checking every second."""
     import shutil
 
@@ -696,7 +696,7 @@ def reload_server(serving_fixture, tmp_path_factory):
     config["serving"] = {"reload_interval_s": 1}
     path = directory / "churn.yaml"
     path.write_text(yaml.safe_dump(config))
-    with _start(path, directory / "server.log") as url:
+    with start_server(path, directory / "server.log") as url:
         yield url, load_config(path, environ={})
 
 
@@ -777,11 +777,11 @@ def test_reload_swaps_a_moved_champion_without_downtime_and_keeps_it_if_the_next
 
 
 @pytest.mark.slow
-def test_server_refuses_to_start_without_a_churn_champion(serving_fixture, tmp_path):
+def test_server_refuses_to_start_without_a_churn_champion(serving_fixture, start_server, tmp_path):
     config = _service_config(
         serving_fixture, tmp_path, model_uris={"churn": "models:/no-such-model@champion"}
     )
-    with pytest.raises(RuntimeError) as caught, _start(config, tmp_path / "server.log"):
+    with pytest.raises(RuntimeError) as caught, start_server(config, tmp_path / "server.log"):
         pass
     assert "refusing to start: no churn model at models:/no-such-model@champion" in str(
         caught.value
@@ -809,7 +809,7 @@ def test_churn_serve_checks_the_models_before_starting(serving_fixture, tmp_path
 
 @pytest.mark.slow
 def test_bentoml_build_packs_code_and_champions_and_the_bento_serves_them(
-    serving_fixture, tmp_path, rows
+    serving_harness, serving_fixture, tmp_path, rows
 ):
     """`churn bento` = export the champions to the BentoML store + `bentoml build`; the Bento
     then serves without the MLflow registry (here: a config pointing at an empty one)."""
@@ -845,7 +845,7 @@ def test_bentoml_build_packs_code_and_champions_and_the_bento_serves_them(
     config["serving"] = {"reload_interval_s": 0}
     path = tmp_path / "bento.yaml"
     path.write_text(yaml.safe_dump(config))
-    h = harness()
+    h = serving_harness
     port = h.free_port()
     command = [
         str(Path(sys.executable).with_name("bentoml")),

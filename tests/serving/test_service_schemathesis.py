@@ -1,7 +1,7 @@
 """Schemathesis against the live service's own OpenAPI document: no input gets a 5xx.
 
-The real server (``bentoml serve``, with an API key) on the tiny trained models of
-``benchmarks/serving.py:prepare_fixture``; Schemathesis generates requests from
+The real server (``bentoml serve``, with an API key; ``conftest.py`` starts it) on the tiny
+trained models of ``benchmarks/serving.py:prepare_fixture``; Schemathesis generates requests from
 ``/docs.json`` for every operation (up to 30 examples per operation and mode, positive and
 negative: wrong types, missing and extra fields, odd strings, huge numbers) and each must be
 answered below 500. (Schemathesis' pytest plugin, ``from_fixture``/``parametrize``, fails on
@@ -12,8 +12,6 @@ every forced reload loads all models again (seconds each); ``test_service.py`` c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,40 +23,18 @@ schemathesis = pytest.importorskip("schemathesis")
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "schemathesis-key"
 KEY_ENV = "CHURN_TEST_SCHEMATHESIS_KEY"
 
 
-def harness():
-    """``benchmarks/serving.py`` as a module (prepare_fixture, running_server, free_port)."""
-    name = "churn_serving_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "serving.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory) -> str:
-    from serving.service import serve_command
-
-    h = harness()
-    fixture = h.prepare_fixture(tmp_path_factory.getbasetemp() / "serving-fixture")
+def live(serving_fixture, start_server, tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("schemathesis")
-    config = yaml.safe_load(Path(fixture["config"]).read_text())
+    config = yaml.safe_load(Path(serving_fixture["config"]).read_text())
     config["serving"] = {"reload_interval_s": 0, "api_key_env": KEY_ENV}
     path = directory / "churn.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = h.free_port()
-    with h.running_server(
-        serve_command(host="127.0.0.1", port=port),
-        port=port,
-        env={"CHURN_CONFIG": str(path), KEY_ENV: API_KEY},
-        log_path=directory / "server.log",
-    ) as url:
+    with start_server(path, directory / "server.log", {KEY_ENV: API_KEY}) as url:
         yield url
 
 
