@@ -29,9 +29,13 @@ dates, or int64 nanoseconds: pandas writes nanosecond Parquet timestamps, which 
 reads with ``spark.sql.legacy.parquet.nanosAsLong`` (set by :func:`configure_session`) as
 int64. All times travel to Python as int64 nanoseconds, so no precision is lost on the way.
 
-Arrow hands categorical columns to Python as plain strings; the phase-1 function accepts them
-(and ``customer_id`` as str), so each bucket gets the same canonical frame as the local engine.
-Output schemas are derived by running phases 1 and 3 on zero rows on the driver.
+Phase 1 uses ``applyInArrow``, not ``applyInPandas``: a bucket arrives as Arrow tables whose
+string columns (ids, event types, categories, channels, plans...) are dictionary-encoded in Arrow
+and reach the phase-1 function as pandas Categoricals, the local engine's canonical dtypes.
+``applyInPandas`` would build one Python ``str`` per value, which phase 1 then factorizes back:
+on a 173k-event bucket 55-63 ms of phase 1 against 17 ms with Categoricals. The rows go back
+as an Arrow table in the declared schema. Output schemas are derived by running phases 1 and 3
+on zero rows on the driver.
 """
 
 from __future__ import annotations
@@ -392,7 +396,8 @@ def _side_tables(
             tables.append(None)
             continue
         rows = side[side[_ORIGIN] == origin]
-        frame = {"customer_id": rows["customer_id"].to_numpy()}
+        # a Categorical stays one (unused categories are ids without rows: phase 1 skips them)
+        frame = {"customer_id": rows["customer_id"]}
         for name in names:
             values = rows[prefix + name]
             frame[name] = _as_datetime(values) if name in _TIME_COLUMNS[origin] else values
@@ -495,15 +500,62 @@ _PANDAS_DTYPES: dict[type, str] = {
 }
 
 
-def _empty_pandas(schema: T.StructType) -> pd.DataFrame:
-    """The zero-row pandas frame Arrow would hand a UDF for this Spark schema.
+#: Arrow types of the non-string Spark types above, as Spark converts them (microseconds).
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    T.LongType: pa.int64(),
+    T.DoubleType: pa.float64(),
+    T.BooleanType: pa.bool_(),
+    T.TimestampNTZType: pa.timestamp("us"),
+}
 
-    Output schemas come from running the UDF's own code on these on the driver: phases 1 and 3
-    give the same columns and dtypes for zero rows as for any bucket (a tested property), and
-    no Spark job is spent on sampling rows.
+
+def _empty_pandas(schema: T.StructType) -> pd.DataFrame:
+    """The zero-row pandas frame Arrow would hand a ``mapInPandas`` function for this schema.
+
+    Phase 3's output schema comes from running its own code on this on the driver: it gives
+    the same columns and dtypes for zero rows as for any batch (a tested property), and no
+    Spark job is spent on sampling rows.
     """
     return pd.DataFrame(
         {f.name: pd.Series([], dtype=_PANDAS_DTYPES[type(f.dataType)]) for f in schema.fields}
+    )
+
+
+def _is_string(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def _categorical_pandas(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas with every string column a Categorical (other columns as
+    ``to_pandas`` makes them).
+
+    Why: ``applyInPandas`` would turn every string of a bucket into a Python ``str``, which
+    phase 1 then factorizes back into codes: 55-63 ms of phase 1 on a 173k-event bucket against
+    17 ms with Categoricals (the encoding itself ~12 ms). Arrow dictionary-encodes its string
+    buffers without Python objects, and the categories are the values present in
+    first-appearance order, as phase 1's own factorization of strings finds them, so the rows
+    do not change.
+    """
+    columns = [
+        column.combine_chunks().dictionary_encode() if _is_string(column.type) else column
+        for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names).to_pandas()
+
+
+def _arrow_schema(schema: T.StructType, *, large_strings: bool = False) -> pa.Schema:
+    """The Arrow schema Spark uses for a schema of this module's types: an Arrow UDF must
+    return exactly these types (``large_strings``: ``spark.sql.execution.arrow.useLargeVarTypes``).
+    """
+    string = pa.large_string() if large_strings else pa.string()
+    return pa.schema(
+        [
+            (
+                f.name,
+                string if isinstance(f.dataType, T.StringType) else _ARROW_TYPES[type(f.dataType)],
+            )
+            for f in schema.fields
+        ]
     )
 
 
@@ -511,7 +563,11 @@ def _phase1_frame(
     crm: SparkCRM, spec: _Phase1Spec, n_buckets: int, *, events_before: pd.Timestamp | None
 ) -> tuple[DataFrame, pd.DataFrame]:
     """Phase-1 rows (and labels) of every customer, computed per hash bucket of customer ids;
-    also the zero-row pandas frame of its schema (the input of phase 3's schema)."""
+    also the zero-row pandas frame of its schema (the input of phase 3's schema).
+
+    Buckets travel as Arrow tables (``applyInArrow``) and reach phase 1 with Categorical
+    strings (:func:`_categorical_pandas`); the rows go back as Arrow in the declared schema.
+    """
     events = crm.events
     if events_before is not None:
         # Phase 1 ignores later events anyway; dropping them before the shuffle saves its cost.
@@ -525,32 +581,40 @@ def _phase1_frame(
         subscription_columns=None if subscription_columns is None else tuple(subscription_columns),
         data_end=spec.data_end,
     )
+
+    def empty(frame: DataFrame) -> pd.DataFrame:
+        return _categorical_pandas(_arrow_schema(frame.schema).empty_table())
+
     # The output schema: the same function on zero rows, on the driver.
-    sample = spec.compute(
-        _empty_pandas(events.schema), None if side is None else _empty_pandas(side.schema)
-    )
+    sample = spec.compute(empty(events), None if side is None else empty(side))
     schema = spark_schema_of(sample)
     names = list(sample.columns)
+    large = events.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false")
+    arrow_schema = _arrow_schema(schema, large_strings=large == "true")
+
+    def rows_of(events_table: pa.Table, side_table: pa.Table | None) -> pa.Table:
+        side_pdf = None if side_table is None else _categorical_pandas(side_table)
+        rows = spec.compute(_categorical_pandas(events_table), side_pdf)[names]
+        # safe=False: nanosecond times to Spark's microseconds as applyInPandas would
+        return pa.Table.from_pandas(rows, schema=arrow_schema, preserve_index=False, safe=False)
 
     bucket = F.pmod(F.xxhash64("customer_id"), F.lit(n_buckets)).alias(_BUCKET)
     events = events.select(bucket, *events.columns)
+    # phase 3 reads the phase-1 table with mapInPandas: plain strings
+    phase3_input = _empty_pandas(schema)
 
-    def events_only(pdf: pd.DataFrame) -> pd.DataFrame:
-        return spec.compute(pdf, None)[names]
+    def events_only(events_table: pa.Table) -> pa.Table:
+        return rows_of(events_table, None)
 
     if side is None:
-        return events.groupBy(_BUCKET).applyInPandas(events_only, schema=schema), sample
-
-    def with_side(events_pdf: pd.DataFrame, side_pdf: pd.DataFrame) -> pd.DataFrame:
-        return spec.compute(events_pdf, side_pdf)[names]
+        frame = events.groupBy(_BUCKET).applyInArrow(events_only, schema=schema)
+        return frame, phase3_input
 
     side = side.select(bucket, *side.columns)
     frame = (
-        events.groupBy(_BUCKET)
-        .cogroup(side.groupBy(_BUCKET))
-        .applyInPandas(with_side, schema=schema)
+        events.groupBy(_BUCKET).cogroup(side.groupBy(_BUCKET)).applyInArrow(rows_of, schema=schema)
     )
-    return frame, sample
+    return frame, phase3_input
 
 
 # --------------------------------------------------------------------------------------------

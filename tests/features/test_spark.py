@@ -124,6 +124,55 @@ def test_features_match_local_engine_for_any_bucket_count(spark_crm, local_featu
     assert result.stats[AS_OF].to_dict() == stats.to_dict()
 
 
+def test_events_only_features_match_local_engine(spark_crm, crm_data):
+    """Without customers and subscriptions tables phase 1 runs per bucket without a cogroup."""
+    from features.spark import SparkCRM, build_features_spark
+
+    table, _ = build_features(
+        crm_data.events, AS_OF, params=FEATURE_PARAMS, label_params=LABEL_PARAMS
+    )
+    events_only = SparkCRM(events=spark_crm.events)
+    with build_features_spark(
+        events_only, AS_OF, params=FEATURE_PARAMS, label_params=LABEL_PARAMS, n_buckets=3
+    ) as result:
+        distributed = result.frame.toPandas().set_index("customer_id").sort_index()
+    assert_same_table(table, distributed)
+
+
+def test_buckets_reach_phase_one_as_categoricals_with_the_rows_of_strings(crm_data):
+    """Arrow strings become Categoricals of the values present; phase 1 gives the same rows."""
+    import pyarrow as pa
+
+    from features.spark import _categorical_pandas, _Phase1Spec
+
+    events = crm_data.events[["customer_id", "timestamp", "event_type", "amount", "category"]]
+    events = events.astype({c: object for c in ("customer_id", "event_type", "category")})
+    events["timestamp"] = events["timestamp"].to_numpy().view(np.int64)
+    bucket = events[events["customer_id"].isin(events["customer_id"].unique()[::3])]
+    table = pa.Table.from_pandas(bucket, preserve_index=False)
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=500))  # several chunks
+    categorical = _categorical_pandas(table)
+    for column in ("customer_id", "event_type", "category"):
+        values = categorical[column]
+        assert isinstance(values.dtype, pd.CategoricalDtype), column
+        assert values.cat.categories.tolist() == bucket[column].dropna().unique().tolist()
+        assert values.astype(object).where(values.notna(), None).tolist() == (
+            bucket[column].where(bucket[column].notna(), None).tolist()
+        )
+    assert categorical["timestamp"].dtype == np.int64
+    spec = _Phase1Spec(
+        cutoffs=(pd.Timestamp(AS_OF),),
+        params=FEATURE_PARAMS,
+        label_params=LABEL_PARAMS,
+        customer_columns=None,
+        subscription_columns=None,
+        data_end=pd.Timestamp("2025-07-01"),
+    )
+    from_strings = spec.compute(bucket, None)
+    assert len(from_strings) > 0
+    pd.testing.assert_frame_equal(spec.compute(categorical, None), from_strings)
+
+
 def test_given_statistics_are_applied_instead_of_fitted(spark_crm, crm_data, local_features):
     from features.spark import build_features_spark
 
