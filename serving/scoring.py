@@ -163,6 +163,7 @@ __all__ = [
     "model_info",
     "read_risk_list",
     "result_records",
+    "unscored_result",
     "risk_list_meta_path",
     "risk_list_records",
     "risk_list_table",
@@ -1384,16 +1385,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _segments(row: Mapping[str, Any]) -> dict[str, Any] | None:
-    values = {c: _plain(row.get(c)) for c in SEGMENT_COLUMNS}
-    return values if any(v is not None for v in values.values()) else None
+def _segments(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A scored row's CRM segments (None where a segment column is missing or NaN)."""
+    return {c: _plain(row.get(c)) for c in SEGMENT_COLUMNS}
+
+
+def unscored_result(customer_id: str, status: str, versions: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ScoreResult`` of a customer that was not scored (unknown, no history): its id,
+    why, and the model versions asked; every score field is left to the schema's null."""
+    return {"customer_id": customer_id, "status": status, "model_versions": dict(versions)}
 
 
 def result_records(scores: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of :func:`score_customers` / :func:`score_events` as ``serving.schemas.ScoreResult``
-    dicts (NaN -> None, segments and model versions nested), in row order."""
+    dicts (NaN -> None, segments and model versions nested), in row order: the same records
+    the service's fast path builds for feature rows (``serving.service.RowScorer``)."""
     records = []
     for row in scores.to_dict(orient="records"):
+        versions = {t: _plain(row[f"{t}_model_version"]) for t in TASKS}
+        if row["status"] != STATUS_SCORED:
+            records.append(unscored_result(str(row["customer_id"]), row["status"], versions))
+            continue
         records.append(
             {
                 "customer_id": str(row["customer_id"]),
@@ -1409,7 +1421,7 @@ def result_records(scores: pd.DataFrame) -> list[dict[str, Any]]:
                 "segments": _segments(row),
                 "suggested_action": _plain(row["suggested_action"]),
                 "action_reason": _plain(row["action_reason"]),
-                "model_versions": {t: _plain(row[f"{t}_model_version"]) for t in TASKS},
+                "model_versions": versions,
             }
         )
     return records

@@ -146,7 +146,6 @@ __all__ = [
     "load_settings",
     "load_state",
     "model_source",
-    "results_from_frame",
     "serve_command",
 ]
 
@@ -420,47 +419,6 @@ def _number(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def _text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return str(value)
-
-
-def _unscored_result(customer_id: str, status: str, versions: dict[str, Any]) -> dict[str, Any]:
-    return {"customer_id": customer_id, "status": status, "model_versions": versions}
-
-
-def results_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``ScoreResult`` payloads from the output of ``serving.scoring.score_customers`` or
-    ``score_events`` (one per row, in row order; NaN becomes null)."""
-    results = []
-    for row in frame.to_dict(orient="records"):
-        versions = {task: row[f"{task}_model_version"] for task in scoring.TASKS}
-        if row["status"] != scoring.STATUS_SCORED:
-            results.append(_unscored_result(str(row["customer_id"]), row["status"], versions))
-            continue
-        at_risk = row["at_risk"]
-        results.append(
-            {
-                "customer_id": str(row["customer_id"]),
-                "status": row["status"],
-                "churn_probability": _number(row["churn_probability"]),
-                "churn_percentile": _number(row["churn_percentile"]),
-                "risk_band": _text(row["risk_band"]),
-                "at_risk": None if at_risk is None or at_risk is pd.NA else bool(at_risk),
-                "upsell_probability": _number(row["upsell_probability"]),
-                "cross_sell_candidates": list(row["cross_sell_candidates"] or []),
-                "reasons": list(row["reasons"] or []),
-                "winback_probability": _number(row["winback_probability"]),
-                "segments": {c: _text(row[c]) for c in scoring.SEGMENT_COLUMNS},
-                "suggested_action": _text(row["suggested_action"]),
-                "action_reason": _text(row["action_reason"]),
-                "model_versions": versions,
-            }
-        )
-    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -982,7 +940,9 @@ class RowScorer:
         results = []
         for r in range(n):
             if not rows.known[r]:
-                results.append(_unscored_result(rows.ids[r], scoring.STATUS_UNKNOWN, versions))
+                results.append(
+                    scoring.unscored_result(rows.ids[r], scoring.STATUS_UNKNOWN, versions)
+                )
                 continue
             band = bands[r]
             action, _rule, reason = decisions[r]
@@ -1681,11 +1641,11 @@ class ChurnService:
                 )
             except (ValueError, DataContractError) as exc:
                 raise RequestError(400, str(exc)) from exc
-            by_id = {r["customer_id"]: r for r in results_from_frame(scored)}
+            by_id = {r["customer_id"]: r for r in scoring.result_records(scored)}
             warnings = list(scored.attrs.get("warnings", warnings))
         results = [
             by_id.get(c.customer_id)
-            or _unscored_result(c.customer_id, scoring.STATUS_UNKNOWN, versions)
+            or scoring.unscored_result(c.customer_id, scoring.STATUS_UNKNOWN, versions)
             for c in customers
         ]
         return results, warnings
@@ -1739,7 +1699,7 @@ class ChurnService:
             if "risk bands are unknown" in str(exc):
                 raise RequestError(503, str(exc)) from exc
             raise RequestError(400, f"the events could not be scored: {exc}") from exc
-        results = results_from_frame(frame)
+        results = scoring.result_records(frame)
         _count("events", results)
         return {
             "results": results,
@@ -1790,22 +1750,7 @@ class ChurnService:
         return {
             "as_of": as_of,
             "total_matching": total,
-            "rows": [
-                {
-                    "rank": int(row["rank"]),
-                    "customer_id": str(row["customer_id"]),
-                    "churn_probability": float(row["churn_probability"]),
-                    "churn_percentile": _number(row["churn_percentile"]),
-                    "risk_band": row["risk_band"],
-                    "customer_value": _number(row["customer_value"]),
-                    "expected_value_at_risk": _number(row["expected_value_at_risk"]),
-                    "segments": {c: _text(row[c]) for c in scoring.SEGMENT_COLUMNS},
-                    "suggested_action": _text(row["suggested_action"]),
-                    "action_reason": _text(row["action_reason"]),
-                    "reasons": list(row["reasons"] or []),
-                }
-                for row in rows.to_dict(orient="records")
-            ],
+            "rows": scoring.risk_list_records(rows),
             "model_versions": {t: versions.get(t) for t in scoring.TASKS},
         }
 

@@ -48,7 +48,6 @@ from serving.service import (
     ServiceSettings,
     _ActionTable,
     load_state,
-    results_from_frame,
     serve_command,
 )
 
@@ -257,7 +256,7 @@ def test_fast_path_gives_what_the_scoring_core_gives(state, project, serving_fix
     fast, warnings = state.rows.score(customers(*rows))
     table = pd.read_parquet(serving_fixture["features"])
     core = scoring.score_customers(table, state.models, project)
-    expected = results_from_frame(core)
+    expected = scoring.result_records(core)
     assert len(fast) == len(expected) == len(table)
     mismatched = [a["customer_id"] for a, b in zip(fast, expected, strict=True) if not _same(a, b)]
     assert mismatched == []
