@@ -35,6 +35,7 @@ import pandas as pd
 from pipelines.config import ProjectConfig
 from pipelines.flows import LoadedData, load_validated_data
 from pipelines.io import write_table
+from serving.decisions import is_missing
 
 __all__ = [
     "DB_COLUMN_TYPES",
@@ -141,17 +142,8 @@ def _records(table: pd.DataFrame, as_of: date, scored_at: datetime) -> list[tupl
         elif kind in ("date", "timestamp"):
             columns[column] = list(values.to_numpy(dtype=object))
         else:
-            columns[column] = [None if _missing(v) else str(v) for v in values.to_numpy(object)]
+            columns[column] = [None if is_missing(v) else str(v) for v in values.to_numpy(object)]
     return list(zip(*columns.values(), strict=True))
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _insert_rows(connection: Any, table: Any, rows: Sequence[tuple[Any, ...]]) -> None:

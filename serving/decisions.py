@@ -67,6 +67,7 @@ __all__ = [
     "feature_unit",
     "fit_risk_bands",
     "format_feature_value",
+    "is_missing",
     "percentile_rank",
     "reason_text",
     "reason_texts",
@@ -640,7 +641,7 @@ def cross_sell_candidates_frame(
         raise ValueError("propensities contain infinite values")
     position = {c: j for j, c in enumerate(categories)}
     for row, bought in enumerate(bought_categories.to_numpy(dtype=object)):
-        for category in () if _is_missing(bought) else bought:
+        for category in () if is_missing(bought) else bought:
             j = position.get(str(category))
             if j is not None:
                 scores[row, j] = np.nan
@@ -763,7 +764,8 @@ def feature_unit(feature: str) -> FeatureUnit:
     return "number"
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaN, NaT or pd.NA: a value a row does not have (lists and other objects are not)."""
     if value is None:
         return True
     try:
@@ -792,7 +794,7 @@ def format_feature_value(feature: str, value: Any, *, currency: str = "") -> str
     ``currency`` is a prefix for money ("EUR ", "$"); missing values read "not recorded",
     strings are returned as they are.
     """
-    if _is_missing(value):
+    if is_missing(value):
         return "not recorded"
     if isinstance(value, str):
         return value
@@ -835,7 +837,7 @@ def _readable(feature: str, readable_names: Mapping[str, str]) -> str:
 
 def _sentence(feature: str, value: Any, readable_names: Mapping[str, str], currency: str) -> str:
     shown = format_feature_value(feature, value, currency=currency)
-    missing = _is_missing(value)
+    missing = is_missing(value)
     if feature == "recency_days":
         return "no activity recorded" if missing else f"no activity for {shown}"
     if feature == "recency_purchase_days":

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import LabelParams
+from features.segments import LIFECYCLE_STAGES, VALUE_TIERS
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,11 @@ SEGMENT_LABELS: dict[str, dict[str, str]] = {
     },
 }
 
-#: Order segments are shown in (others follow alphabetically).
+#: Order segments are shown in (others follow alphabetically): tiers and stages in their own
+#: order, RFM and value-growth segments from most to least valuable.
 SEGMENT_ORDER: dict[str, tuple[str, ...]] = {
-    "value_tier": ("A", "B", "C", "D"),
-    "lifecycle_stage": ("exploration", "formation", "stability", "decline"),
+    "value_tier": VALUE_TIERS,
+    "lifecycle_stage": LIFECYCLE_STAGES,
     "value_growth_segment": ("loyal", "fast_growing", "worth_nurturing", "sleeping"),
     "rfm_segment": (
         "champions",
