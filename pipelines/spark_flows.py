@@ -444,41 +444,19 @@ _EXTRA_SCORE_COLUMNS = ("is_active", "winback_probability", "reasons_computed")
 def _flat_scores(scores: pd.DataFrame, models: Any) -> pd.DataFrame:
     """Every scored row flat: active rows as ``risk_list_table`` writes them (rank within the
     bucket, replaced later), lapsed rows with the same columns (no churn score, no reasons)."""
-    from serving.scoring import RISK_LIST_COLUMNS, SEGMENT_COLUMNS, risk_list_table
+    from serving.scoring import risk_list_rows, risk_list_table
 
     listed = risk_list_table(scores, models)
     by_id = scores.set_index("customer_id")
     lapsed = scores.loc[~scores["customer_id"].isin(set(listed["customer_id"]))]
     n = len(lapsed)
-    run_ids = models.run_ids()
-    empty_json = np.full(n, "[]", dtype=object)
-    rest = pd.DataFrame(
-        {
-            "as_of": lapsed["as_of"].to_numpy(),
-            "rank": np.zeros(n, dtype=np.int64),
-            "customer_id": lapsed["customer_id"].to_numpy(dtype=object),
-            "churn_probability": lapsed["churn_probability"].to_numpy(dtype=np.float64),
-            "churn_percentile": lapsed["churn_percentile"].to_numpy(dtype=np.float64),
-            "risk_band": lapsed["risk_band"].to_numpy(dtype=object),
-            "at_risk": lapsed["risk_band"].to_numpy(dtype=object) == "high",
-            "customer_value": lapsed["customer_value"].to_numpy(dtype=np.float64),
-            "expected_value_at_risk": lapsed["expected_value_at_risk"].to_numpy(dtype=np.float64),
-            **{c: lapsed[c].to_numpy(dtype=object) for c in SEGMENT_COLUMNS},
-            "suggested_action": lapsed["suggested_action"].to_numpy(dtype=object),
-            "action_rule": lapsed["action_rule"].to_numpy(dtype=object),
-            "action_reason": lapsed["action_reason"].to_numpy(dtype=object),
-            "reason_1": np.full(n, None, dtype=object),
-            "reason_2": np.full(n, None, dtype=object),
-            "reason_3": np.full(n, None, dtype=object),
-            "reasons": empty_json,
-            "upsell_probability": lapsed["upsell_probability"].to_numpy(dtype=np.float64),
-            "cross_sell_candidates": empty_json,
-            "churn_model_version": lapsed["churn_model_version"].to_numpy(dtype=object),
-            "upsell_model_version": lapsed["upsell_model_version"].to_numpy(dtype=object),
-            "churn_run_id": np.full(n, run_ids["churn"], dtype=object),
-            "upsell_run_id": np.full(n, run_ids["upsell"], dtype=object),
-        },
-        columns=list(RISK_LIST_COLUMNS),
+    nothing = np.full(n, None, dtype=object)
+    rest = risk_list_rows(
+        lapsed,
+        rank=np.zeros(n, dtype=np.int64),
+        reasons=nothing,
+        cross_sell=nothing,
+        run_ids=models.run_ids(),
     )
     flat = pd.concat([listed, rest], ignore_index=True) if n else listed.reset_index(drop=True)
     ids = flat["customer_id"].to_numpy(dtype=object)

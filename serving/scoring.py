@@ -166,6 +166,7 @@ __all__ = [
     "unscored_result",
     "risk_list_meta_path",
     "risk_list_records",
+    "risk_list_rows",
     "risk_list_table",
     "score_customers",
     "score_events",
@@ -1225,44 +1226,60 @@ def risk_list_table(scores: pd.DataFrame, models: ScoringModels) -> pd.DataFrame
         )
     )
     ranked = active.iloc[order]
-    reasons = ranked["reasons"].to_numpy(dtype=object)
+    return risk_list_rows(
+        ranked,
+        rank=np.arange(1, len(ranked) + 1, dtype=np.int64),
+        reasons=ranked["reasons"].to_numpy(dtype=object),
+        cross_sell=ranked["cross_sell_candidates"].to_numpy(dtype=object),
+        run_ids=models.run_ids(),
+    )
+
+
+def risk_list_rows(
+    rows: pd.DataFrame,
+    *,
+    rank: np.ndarray,
+    reasons: np.ndarray,
+    cross_sell: np.ndarray,
+    run_ids: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Score rows (:func:`score_customers` output) as flat :data:`RISK_LIST_COLUMNS`, in their
+    order: ``rank`` per row; ``reasons`` and ``cross_sell`` per row (lists, anything else
+    counts as none) written as JSON text, the first three reason sentences as ``reason_1..3``.
+    The one layout of a risk-list row, for the ranked list and for rows kept off it."""
     texts = {
         f"reason_{k + 1}": [
             r[k]["text"] if isinstance(r, list) and len(r) > k else None for r in reasons
         ]
         for k in range(3)
     }
-    run_ids = models.run_ids()
-    n = len(ranked)
-    table = pd.DataFrame(
+    n = len(rows)
+    return pd.DataFrame(
         {
-            "as_of": ranked["as_of"].to_numpy(),
-            "rank": np.arange(1, n + 1, dtype=np.int64),
-            "customer_id": ranked["customer_id"].to_numpy(dtype=object),
-            "churn_probability": ranked["churn_probability"].to_numpy(dtype=np.float64),
-            "churn_percentile": ranked["churn_percentile"].to_numpy(dtype=np.float64),
-            "risk_band": ranked["risk_band"].to_numpy(dtype=object),
-            "at_risk": ranked["risk_band"].to_numpy(dtype=object) == "high",
-            "customer_value": ranked["customer_value"].to_numpy(dtype=np.float64),
-            "expected_value_at_risk": ranked["expected_value_at_risk"].to_numpy(dtype=np.float64),
-            **{c: ranked[c].to_numpy(dtype=object) for c in SEGMENT_COLUMNS},
-            "suggested_action": ranked["suggested_action"].to_numpy(dtype=object),
-            "action_rule": ranked["action_rule"].to_numpy(dtype=object),
-            "action_reason": ranked["action_reason"].to_numpy(dtype=object),
+            "as_of": rows["as_of"].to_numpy(),
+            "rank": rank,
+            "customer_id": rows["customer_id"].to_numpy(dtype=object),
+            "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
+            "churn_percentile": rows["churn_percentile"].to_numpy(dtype=np.float64),
+            "risk_band": rows["risk_band"].to_numpy(dtype=object),
+            "at_risk": rows["risk_band"].to_numpy(dtype=object) == "high",
+            "customer_value": rows["customer_value"].to_numpy(dtype=np.float64),
+            "expected_value_at_risk": rows["expected_value_at_risk"].to_numpy(dtype=np.float64),
+            **{c: rows[c].to_numpy(dtype=object) for c in SEGMENT_COLUMNS},
+            "suggested_action": rows["suggested_action"].to_numpy(dtype=object),
+            "action_rule": rows["action_rule"].to_numpy(dtype=object),
+            "action_reason": rows["action_reason"].to_numpy(dtype=object),
             **texts,
             "reasons": _json_list(reasons),
-            "upsell_probability": ranked["upsell_probability"].to_numpy(dtype=np.float64),
-            "cross_sell_candidates": _json_list(
-                ranked["cross_sell_candidates"].to_numpy(dtype=object)
-            ),
-            "churn_model_version": ranked["churn_model_version"].to_numpy(dtype=object),
-            "upsell_model_version": ranked["upsell_model_version"].to_numpy(dtype=object),
+            "upsell_probability": rows["upsell_probability"].to_numpy(dtype=np.float64),
+            "cross_sell_candidates": _json_list(cross_sell),
+            "churn_model_version": rows["churn_model_version"].to_numpy(dtype=object),
+            "upsell_model_version": rows["upsell_model_version"].to_numpy(dtype=object),
             "churn_run_id": _object_column(run_ids["churn"], n),
             "upsell_run_id": _object_column(run_ids["upsell"], n),
         },
         columns=list(RISK_LIST_COLUMNS),
     )
-    return table
 
 
 def risk_list_meta_path(path: str | Path) -> Path:
