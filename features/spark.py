@@ -71,6 +71,7 @@ try:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
         "the Spark engine needs PySpark 4 and Java 17: pip install 'churn-crm[spark]'"
@@ -500,15 +501,6 @@ _PANDAS_DTYPES: dict[type, str] = {
 }
 
 
-#: Arrow types of the non-string Spark types above, as Spark converts them (microseconds).
-_ARROW_TYPES: dict[type, pa.DataType] = {
-    T.LongType: pa.int64(),
-    T.DoubleType: pa.float64(),
-    T.BooleanType: pa.bool_(),
-    T.TimestampNTZType: pa.timestamp("us"),
-}
-
-
 def _empty_pandas(schema: T.StructType) -> pd.DataFrame:
     """The zero-row pandas frame Arrow would hand a ``mapInPandas`` function for this schema.
 
@@ -543,22 +535,6 @@ def _categorical_pandas(table: pa.Table) -> pd.DataFrame:
     return pa.Table.from_arrays(columns, names=table.column_names).to_pandas()
 
 
-def _arrow_schema(schema: T.StructType, *, large_strings: bool = False) -> pa.Schema:
-    """The Arrow schema Spark uses for a schema of this module's types: an Arrow UDF must
-    return exactly these types (``large_strings``: ``spark.sql.execution.arrow.useLargeVarTypes``).
-    """
-    string = pa.large_string() if large_strings else pa.string()
-    return pa.schema(
-        [
-            (
-                f.name,
-                string if isinstance(f.dataType, T.StringType) else _ARROW_TYPES[type(f.dataType)],
-            )
-            for f in schema.fields
-        ]
-    )
-
-
 def _phase1_frame(
     crm: SparkCRM, spec: _Phase1Spec, n_buckets: int, *, events_before: pd.Timestamp | None
 ) -> tuple[DataFrame, pd.DataFrame]:
@@ -583,14 +559,14 @@ def _phase1_frame(
     )
 
     def empty(frame: DataFrame) -> pd.DataFrame:
-        return _categorical_pandas(_arrow_schema(frame.schema).empty_table())
+        return _categorical_pandas(to_arrow_schema(frame.schema).empty_table())
 
     # The output schema: the same function on zero rows, on the driver.
     sample = spec.compute(empty(events), None if side is None else empty(side))
     schema = spark_schema_of(sample)
     names = list(sample.columns)
     large = events.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false")
-    arrow_schema = _arrow_schema(schema, large_strings=large == "true")
+    arrow_schema = to_arrow_schema(schema, prefers_large_types=large == "true")
 
     def rows_of(events_table: pa.Table, side_table: pa.Table | None) -> pa.Table:
         side_pdf = None if side_table is None else _categorical_pandas(side_table)
