@@ -192,7 +192,15 @@ class TrainingConfig(_Frozen):
     )
 
     # --- probabilities and imbalance ----------------------------------------------------
-    calibration_method: Literal["isotonic", "sigmoid"] = "isotonic"
+    calibration_method: Literal["beta", "isotonic", "sigmoid"] = Field(
+        "beta",
+        description=(
+            "beta: strictly increasing (keeps every distinct score and so ROC AUC, PR AUC and "
+            "lift), prior-smoothed and bounded to [1/(n+2), (n+1)/(n+2)] for n calibration "
+            "rows; sigmoid: plain Platt scaling; isotonic: step-wise, merges customers into "
+            "ties (changes the ranking metrics). See training.calibration."
+        ),
+    )
     imbalance_strategy: Literal["class_weight", "none"] = Field(
         "class_weight",
         description=(
@@ -203,6 +211,15 @@ class TrainingConfig(_Frozen):
     )
 
     # --- evaluation and promotion -------------------------------------------------------
+    backtest_cutoffs: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Rolling-origin backtest over the last K usable cutoffs (0 disables): the model is "
+            "refitted on the cutoffs before each origin with the tuned hyper-parameters and "
+            "graded on the origin (see training.backtest)."
+        ),
+    )
     promotion_metric: MetricName = "pr_auc"
     promote_when_comparison_fails: bool = Field(
         True,

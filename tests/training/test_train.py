@@ -122,6 +122,27 @@ def test_train_result_is_json_with_the_headline_metrics(promotion_runs, snapshot
     assert payload["split"]["test_cutoff"] == str(snapshot_cutoffs.test.date())
     assert payload["split"]["unusable_cutoffs"] == [str(snapshot_cutoffs.unmatured.date())]
 
+    # rolling-origin backtest over the last 3 matured cutoffs: the oldest of them has only one
+    # earlier cutoff (no training + validation), so it is skipped and named
+    backtest = payload["backtest"]
+    days = [str(c.date()) for c in snapshot_cutoffs.matured]
+    assert [r["cutoff"] for r in backtest["cutoffs"]] == days[-2:]
+    assert [s["cutoff"] for s in backtest["skipped"]] == [days[-3]]
+    for row in backtest["cutoffs"]:
+        assert row["validation_cutoff"] < row["cutoff"]
+        assert all(c < row["validation_cutoff"] for c in row["train_cutoffs"])
+        assert 0.5 < row["roc_auc"] <= 1 and row["boosting_rounds"] >= 1
+    assert backtest["cutoffs"][-1]["n"] == result.n_rows["test"]
+    # the latest origin is the test cutoff, graded with the deployed model itself
+    assert backtest["cutoffs"][-1]["roc_auc"] == payload["metrics"]["roc_auc"]
+    assert backtest["cutoffs"][-1]["pr_auc"] == payload["metrics"]["pr_auc"]
+    assert backtest["params_tuned_on"] == str(snapshot_cutoffs.validation.date())
+    for metric in ("roc_auc", "pr_auc", "lift_at_10"):
+        values = [r[metric] for r in backtest["cutoffs"]]
+        assert backtest["mean"][metric] == pytest.approx(np.mean(values))
+        assert backtest["std"][metric] == pytest.approx(np.std(values, ddof=1))
+        assert payload["metrics"][f"backtest_{metric}_mean"] == backtest["mean"][metric]
+
 
 def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs, snapshot_cutoffs):
     import mlflow
@@ -177,6 +198,14 @@ def test_run_logs_tags_params_metrics_inputs_and_plots(promotion_runs, snapshot_
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
     assert len(children) == result.metrics["n_trials"]
+
+    assert tags["calibration_method"] == "beta"
+    for metric in ("roc_auc", "pr_auc", "lift_at_10"):
+        for kind in ("mean", "std"):
+            assert run.data.metrics[f"backtest_{metric}_{kind}"] == result.backtest[kind][metric]
+    assert run.data.metrics["backtest_n_cutoffs"] == len(result.backtest["cutoffs"])
+    logged = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/backtest/backtest.json")
+    assert logged == json.loads(json.dumps(result.backtest))
 
 
 def test_logged_model_is_pickle_free_with_signature_and_example(
@@ -321,3 +350,12 @@ def test_upsell_and_winback_models_train_on_the_real_snapshot_table(
     assert result.split["test_cutoff"] == str(snapshot_cutoffs.test.date())
     assert result.alias == "champion"  # the first version of its registered model
     assert result.metrics["roc_auc"] > 0.6
+
+
+def test_a_shorter_training_window_is_said_in_the_run() -> None:
+    from training.train import label_horizon_note
+
+    assert label_horizon_note({}) is None
+    assert label_horizon_note({"horizon_days": 90, "training_horizon_days": 90}) is None
+    note = label_horizon_note({"horizon_days": 273, "training_horizon_days": 92, "lead_days": 0})
+    assert note is not None and "92-day label window" in note and "273-day" in note
