@@ -8,6 +8,10 @@ command ``churn train`` only parses arguments and calls it). One MLflow run per 
 * inputs: the train / validation / test rows as MLflow datasets (digest, cutoffs as tags);
 * metrics on the test cutoff for XGBoost (no prefix), the logistic-regression baseline
   (``lr_``) and the naive rule (``baseline_``), plus promotion scores;
+* the rolling-origin backtest (``training.backtest``, ``backtest_cutoffs``): the model refitted
+  with the tuned hyper-parameters at each of the last K cutoffs, as metrics
+  ``backtest_<metric>_mean`` / ``_std`` and the per-cutoff table ``backtest/backtest.json``
+  (also ``TrainResult.backtest``);
 * artifacts: plots, feature list and importance, the LR pipeline (skops), the config, and the
   reference data monitoring and serving compare against (``reference/``, see
   :func:`reference_frames`);
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from training.backtest import backtest_mlflow_metrics, run_backtest
 from training.calibration import ProbabilityCalibrator
 from training.config import TrainingConfig, configure_mlflow
 from training.datasets import TaskData, build_task_data, unseen_category_counts
@@ -119,6 +124,8 @@ class TrainResult(BaseModel):
     best_params: dict[str, Any]
     leakage_warning: bool
     warnings: list[str]
+    #: The rolling-origin backtest (``training.backtest.run_backtest``); None when disabled.
+    backtest: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +175,23 @@ def run_params(cfg: TrainingConfig, task: str) -> dict[str, str]:
     params: dict[str, str] = {}
     _flatten("", tree, params)
     return params
+
+
+def label_horizon_note(horizons: dict[str, Any]) -> str | None:
+    """What the run says when its labels use a shorter window than the scores are read for.
+
+    ``horizons`` is the snapshot table's ``attrs["labels"]`` (``horizon_days``,
+    ``training_horizon_days``, ``lead_days``), written by ``pipelines.flows``.
+    """
+    scoring = horizons.get("horizon_days")
+    training = horizons.get("training_horizon_days")
+    if scoring is None or training is None or int(training) == int(scoring):
+        return None
+    return (
+        f"trained on a {int(training)}-day label window because the {int(scoring)}-day scoring "
+        "horizon cannot mature for enough cutoffs: the model ranks customers for the "
+        f"{int(scoring)}-day horizon, its probabilities are calibrated to {int(training)} days"
+    )
 
 
 def _mlflow_dataset(frame: pd.DataFrame, source: str, label_column: str, name: str):
@@ -287,6 +311,10 @@ def train(
     )
     spec = data.spec
     run_warnings: list[str] = []
+    horizons = dict(snapshots.attrs.get("labels") or {})
+    horizon_note = label_horizon_note(horizons)
+    if horizon_note:
+        run_warnings.append(horizon_note)
     constraints, skipped = applicable_monotone_constraints(spec, task_cfg.monotone_constraints)
     if skipped:
         run_warnings.append(f"monotone constraints skipped (not numeric features): {skipped}")
@@ -320,6 +348,10 @@ def train(
                 "imbalance_strategy": cfg.imbalance_strategy,
                 "imbalance_handling": IMBALANCE_NOTES[cfg.imbalance_strategy],
                 "calibration_method": cfg.calibration_method,
+                "label_horizon_days": str(horizons.get("horizon_days", "unknown")),
+                "training_horizon_days": str(
+                    horizons.get("training_horizon_days", horizons.get("horizon_days", "unknown"))
+                ),
                 "monotone_constraints": json.dumps(constraints),
             }
         )
@@ -440,6 +472,29 @@ def train(
             )
         for key, n in (("train", data.train), ("validation", data.validation), ("test", data.test)):
             metrics[f"n_{key}"] = float(len(n))
+
+        # --- rolling-origin backtest: refits at the last K cutoffs, tuned params fixed ----
+        best_params = {k: v for k, v in tuning.params.items() if k not in base_params}
+        backtest = None
+        if cfg.backtest_cutoffs > 0:
+            backtest = run_backtest(
+                snapshots,
+                cfg,
+                task=task,
+                tuned_params=best_params,
+                rounds=tuning.best_iteration + 1,
+                tuned_on=data.split.validation_cutoff,
+                # the latest origin is this split: a refit would reproduce this very model
+                known={data.split.test_cutoff: (data, p_test, booster.num_boosted_rounds())},
+            )
+            metrics.update(backtest_mlflow_metrics(backtest))
+            mlflow.log_dict(backtest, "backtest/backtest.json")
+            mlflow.set_tag("backtest_origins", ",".join(r["cutoff"] for r in backtest["cutoffs"]))
+            if backtest["n_cutoffs"] < 2:
+                run_warnings.append(
+                    f"backtest ran on {backtest['n_cutoffs']} of {cfg.backtest_cutoffs} cutoffs "
+                    f"(no spread); skipped: {[s['cutoff'] for s in backtest['skipped']]}"
+                )
 
         # --- leakage check -----------------------------------------------------------------
         leakage = leakage_suspected(metrics["roc_auc"], cfg.leakage_auc_threshold)
@@ -592,9 +647,10 @@ def train(
             "test": len(data.test),
         },
         n_features=len(spec.features),
-        best_params={k: v for k, v in tuning.params.items() if k not in base_params},
+        best_params=best_params,
         leakage_warning=leakage,
         warnings=run_warnings,
+        backtest=backtest,
     )
 
 
