@@ -30,13 +30,18 @@ Thresholds live in :class:`ActionPolicy`; :func:`rule_table` renders the rules w
 
 **Reasons.** :func:`reason_texts` turns SHAP-like contributions of one customer into the few
 sentences a retention agent reads ("no activity for 63 days (raises risk)"): only contributions
-that push the churn risk up are reasons, largest first.
+that push the churn risk up are reasons, largest first, and only those whose value reads as a
+plausible risk to a person (:func:`is_plausible_risk`: high engagement such as "90 days with
+activity in the last 90 days" or a rising activity trend is skipped, however the model weighs
+it). Column names are parsed once, by ``training.explain.parse_feature_name``, for the readable
+names and the sentences alike: the canonical lifecycle columns and the per-event-type
+``ev_<type>_*`` / ``ratio_<a>_per_<b>_<N>d`` / ``attr_*`` columns ("add contact events in the
+last 90 days: 3, down from 11 in the 90 days before"). No percentage beyond +-999% is shown.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,11 +51,19 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.segments import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_GROWTH_SEGMENTS, VALUE_TIERS
-from training.explain import readable_feature_name
+from training.explain import (
+    FeatureName,
+    base_words,
+    event_words,
+    parse_feature_name,
+    readable_feature_name,
+)
 
 __all__ = [
     "ACTIONS",
     "ACTION_RULES",
+    "CONTEXT_SUFFIX",
+    "MAX_PERCENT",
     "RISK_BANDS",
     "RULE_INPUT_COLUMNS",
     "Action",
@@ -66,8 +79,10 @@ __all__ = [
     "expected_value_at_risk",
     "feature_unit",
     "fit_risk_bands",
+    "event_polarity",
     "format_feature_value",
     "is_missing",
+    "is_plausible_risk",
     "percentile_rank",
     "reason_text",
     "reason_texts",
@@ -665,18 +680,36 @@ def cross_sell_candidates_frame(
 # --------------------------------------------------------------------------------------------
 
 FeatureUnit = Literal[
-    "days", "weeks", "count", "currency", "share", "trend", "ratio", "flag", "number"
+    "days",
+    "weeks",
+    "months",
+    "count",
+    "rate",
+    "currency",
+    "share",
+    "trend",
+    "ratio",
+    "flag",
+    "number",
 ]
 
-_WINDOWED = re.compile(r"^(?P<base>[a-z0-9_]+?)_(?P<days>\d+)d$")
-_TREND = re.compile(r"^(?P<base>[a-z0-9_]+?)_trend(?:_(?P<days>\d+)d)?$")
-_DAYS_SINCE_LAST = re.compile(r"^days_since_last_(?P<what>[a-z0-9_]+)$")
-_SHARE = re.compile(r"^share_(?P<what>[a-z0-9_]+?)_(?P<days>\d+)d$")
-_CURRENCY_TOKENS = frozenset({"spend", "revenue", "amount", "mrr", "monetary"})
+_CURRENCY_TOKENS = frozenset({"spend", "revenue", "amount", "mrr", "monetary", "price"})
 _CURRENCY_NAMES = frozenset(
     {"value_365d", "clv_value", "clv", "avg_order_value", "average_order_value", "customer_value"}
 )
-_COUNT_NAMES = frozenset({"unresolved_tickets", "clv_frequency", "purchase_days_total"})
+_COUNT_NAMES = frozenset({"unresolved_tickets", "clv_frequency", "purchase_days_total", "seats"})
+_FLAG_NAMES = frozenset({"renewal_in_horizon"})
+
+#: Units of the per-event-type families (``training.explain.FeatureName.family``).
+_EVENT_UNITS: dict[str, FeatureUnit] = {
+    "event_count": "count",
+    "event_rate": "rate",
+    "event_days_since_last": "days",
+    "event_trend": "trend",
+    "event_share": "share",
+    "event_amount": "currency",
+    "event_ratio": "rate",
+}
 
 #: (singular, plural) words of counted things, by the base of a ``<base>_<N>d``/``_total`` name.
 _COUNT_WORDS: dict[str, tuple[str, str]] = {
@@ -694,18 +727,6 @@ _COUNT_WORDS: dict[str, tuple[str, str]] = {
     "plan_changes": ("plan change", "plan changes"),
     "purchase_days": ("day with a purchase", "days with a purchase"),
     "unresolved_tickets": ("unresolved support ticket", "unresolved support tickets"),
-}
-
-#: Plural words of canonical event types (``days_since_last_<type>``, ``share_<type>_365d``).
-_EVENT_WORDS: dict[str, tuple[str, str]] = {
-    "visit": ("visit", "visits"),
-    "purchase": ("purchase", "purchases"),
-    "support_ticket": ("support ticket", "support tickets"),
-    "ticket_resolved": ("resolved ticket", "resolved tickets"),
-    "complaint": ("complaint", "complaints"),
-    "campaign_open": ("campaign e-mail opened", "campaign e-mails opened"),
-    "campaign_click": ("campaign click", "campaign clicks"),
-    "subscription_change": ("subscription change", "subscription changes"),
 }
 
 #: Names for features whose column name reads badly; used before the caller's readable names,
@@ -732,16 +753,32 @@ _FEATURE_NAMES: dict[str, str] = {
 }
 
 RAISES_RISK_SUFFIX = " (raises risk)"
+#: Suffix of a feature the model weighs towards churn whose value reads as engagement to a
+#: person (:func:`is_plausible_risk` is False): shown as context, never as a risk.
+CONTEXT_SUFFIX = " (context, not a risk sign by itself)"
+
+#: Percentages are shown up to this size; beyond it a value reads as a multiple.
+MAX_PERCENT = 999
 
 
 def feature_unit(feature: str) -> FeatureUnit:
-    """The unit a feature's values are in, from its name (the naming of ``features.lifecycle``).
+    """The unit a feature's values are in, from its name (the naming of ``features.lifecycle``
+    and ``features.vocabulary``, parsed by ``training.explain.parse_feature_name``).
 
     Trends are log-ratios (shown as % change), shares and rates fractions (shown as %), money
-    in the currency of the data; ``<base>_<N>d`` and ``*_total`` columns count things.
+    in the currency of the data; ``<base>_<N>d`` and ``*_total`` columns count things; per-day,
+    per-active-day, per-seat and ``ratio_<A>_per_<B>_<N>d`` columns are rates (plain numbers).
+    Event type slugs never decide the unit: ``ev_share_30d`` counts "share" events.
     """
+    parts = parse_feature_name(feature)
+    if parts is not None and parts.is_event:
+        return _EVENT_UNITS[parts.family]
+    if parts is not None and parts.family == "attribute_days":
+        return "days"
+    if parts is not None and parts.family == "attribute":
+        return "number"
     tokens = set(feature.split("_"))
-    if feature.startswith(("is_", "has_")):
+    if feature.startswith(("is_", "has_")) or feature in _FLAG_NAMES:
         return "flag"
     if "trend" in tokens:
         return "trend"
@@ -753,12 +790,18 @@ def feature_unit(feature: str) -> FeatureUnit:
         return "ratio"
     if tokens & _CURRENCY_TOKENS or feature in _CURRENCY_NAMES:
         return "currency"
-    if _WINDOWED.match(feature) or feature.endswith("_total") or feature in _COUNT_NAMES:
+    if (
+        (parts is not None and parts.days is not None)
+        or feature.endswith("_total")
+        or feature in _COUNT_NAMES
+    ):
         return "count"
     if feature.endswith("_days") or feature.startswith("days_"):
         return "days"
     if feature.endswith("_weeks"):
         return "weeks"
+    if feature.endswith("_months"):
+        return "months"
     if feature.endswith("_count") or feature.startswith(("n_", "num_")):
         return "count"
     return "number"
@@ -784,15 +827,35 @@ def _number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 1:
-        return f"{value:,.2f}"
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{value:.3g}"
+
+
+def _percent(fraction: float) -> str:
+    """A fraction as a percentage; beyond +-``MAX_PERCENT``% as a multiple ("15x")."""
+    percent = 100.0 * fraction
+    if abs(round(percent)) > MAX_PERCENT:
+        return f"{_number(round(fraction, 1))}x"
+    return f"{percent:.0f}%" if percent.is_integer() or abs(percent) >= 10 else f"{percent:.1f}%"
+
+
+def _change(log_ratio: float) -> str:
+    """A log-ratio trend as a signed % change; rises beyond ``MAX_PERCENT``% read "more than 10x"
+    (a log-ratio trend is at least -100%)."""
+    percent = round(100.0 * math.expm1(log_ratio))
+    if percent > MAX_PERCENT:
+        return "more than 10x"
+    if percent <= -100:
+        return "-99%"
+    return f"{percent:+d}%"
 
 
 def format_feature_value(feature: str, value: Any, *, currency: str = "") -> str:
     """A feature value as a person reads it: "63 days", "3", "1,234.50", "45%", "-50%", "yes".
 
     ``currency`` is a prefix for money ("EUR ", "$"); missing values read "not recorded",
-    strings are returned as they are.
+    strings are returned as they are. No percentage is shown beyond +-``MAX_PERCENT``%: a
+    share above it reads as a multiple ("15x"), a trend above it as "more than 10x".
     """
     if is_missing(value):
         return "not recorded"
@@ -810,18 +873,17 @@ def format_feature_value(feature: str, value: Any, *, currency: str = "") -> str
     if unit == "weeks":
         weeks = round(number, 1)
         return f"{weeks:,g} {'week' if weeks == 1 else 'weeks'}"
-    if unit == "count":
+    if unit == "months":
+        return f"{_number(number)} {'month' if number == 1 else 'months'}"
+    if unit in ("count", "rate"):
         return _number(number)
     if unit == "currency":
         sign = "-" if number < 0 else ""
         return f"{sign}{currency}{abs(number):,.2f}"
     if unit == "share":
-        percent = 100.0 * number
-        return (
-            f"{percent:.0f}%" if percent.is_integer() or abs(percent) >= 10 else f"{percent:.1f}%"
-        )
+        return _percent(number)
     if unit == "trend":
-        return f"{100.0 * math.expm1(number):+.0f}%"
+        return _change(number)
     if unit == "ratio":
         return f"{number:.1f}x"
     return _number(number)
@@ -835,7 +897,132 @@ def _readable(feature: str, readable_names: Mapping[str, str]) -> str:
     return readable_feature_name(feature)
 
 
-def _sentence(feature: str, value: Any, readable_names: Mapping[str, str], currency: str) -> str:
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float; None when missing, text or infinite."""
+    if is_missing(value) or isinstance(value, str | bytes | bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _period(days: int | None) -> str:
+    return f"in the last {days} days" if days is not None else "in total"
+
+
+def _count_column(parts: FeatureName) -> str | None:
+    """The count column a ``*_trend_<N>d`` column compares: ``ev_<T>_<N>d`` / ``<base>_<N>d``."""
+    if parts.days is None:
+        return None
+    prefix = f"ev_{parts.subject}" if parts.is_event else parts.subject
+    return f"{prefix}_{parts.days}d"
+
+
+def _trend_sentence(parts: FeatureName, trend: float, row: Mapping[str, Any], currency: str) -> str:
+    """A trend in words.
+
+    "<what> in the last 90 days: 3, down from 11 in the 90 days before" when the row has the
+    count the trend compares (the count before is ``expm1(log1p(count) - trend)``), else the
+    change in % ("down 73%"; rises beyond ``MAX_PERCENT``% read "up more than 10x").
+    """
+    days = parts.days
+    if parts.is_event:
+        words = event_words(parts.subject)[1]
+    else:
+        words = _COUNT_WORDS.get(parts.subject, (base_words(parts.subject),) * 2)[1]
+    count_column = _count_column(parts)
+    now = _finite(row.get(count_column)) if count_column else None
+    if now is not None and now >= 0:
+        before = math.expm1(math.log1p(now) - trend)
+        if before > -0.5:  # else the row's count and trend disagree: fall back to the change
+            before = round(max(before, 0.0), 6)
+            if abs(before - round(before)) < 1e-6:
+                before = float(round(before))
+            now_text = format_feature_value(count_column, now, currency=currency)
+            before_text = format_feature_value(count_column, before, currency=currency)
+            if now_text == before_text:
+                change = f"the same as in the {days} days before"
+            else:
+                direction = "up" if now > before else "down"
+                change = f"{direction} from {before_text} in the {days} days before"
+            return f"{words} in the last {days} days: {now_text}, {change}"
+    base = words if parts.is_event else parts.subject.replace("_", " ")
+    period = f"in the last {days} days vs the {days} before" if days else "vs the previous period"
+    change = math.expm1(trend)
+    percent = round(100 * change)
+    if percent == 0:
+        return f"{base} flat {period}"
+    if percent > MAX_PERCENT:
+        return f"{base} up more than 10x {period}"
+    if percent <= -100:
+        return f"{base} down more than 99% {period}"
+    direction = "down" if change < 0 else "up"
+    return f"{base} {direction} {abs(percent)}% {period}"
+
+
+def _parsed_sentence(
+    feature: str,
+    parts: FeatureName,
+    value: Any,
+    shown: str,
+    row: Mapping[str, Any],
+    currency: str,
+) -> str | None:
+    """The sentence of a generated column (``training.explain.parse_feature_name``); None when
+    the generic "<readable name>: <value>" reads best."""
+    missing = is_missing(value)
+    number = _finite(value)
+    family, days = parts.family, parts.days
+    subject = parts.subject.replace("_", " ")
+    if family in ("days_since_last", "event_days_since_last"):
+        one = event_words(parts.subject)[0]
+        return f"no {one} recorded" if missing else f"last {one} {shown} ago"
+    if family in ("share", "event_share"):
+        many = event_words(parts.subject)[1]
+        if missing:
+            return f"share of {many} in the last {days} days not recorded"
+        return f"{many} are {shown} of interactions in the last {days} days"
+    if family == "attribute":
+        return f"customer attribute {subject}: {shown}"
+    if family == "attribute_days":
+        return f"{subject} not recorded" if missing else f"{subject} {shown} ago"
+    if number is None:
+        return None
+    if family in ("trend", "event_trend"):
+        return _trend_sentence(parts, number, row, currency)
+    if family == "event_count":
+        return f"{shown} {_plural(number, event_words(parts.subject))} {_period(days)}"
+    if family == "event_rate":
+        words = _plural(number, event_words(parts.subject))
+        if parts.kind == "per_active_day":
+            return f"{shown} {words} per active day {_period(days)}"
+        if parts.kind == "per_seat":
+            return f"{shown} {words} per seat {_period(days)}"
+        if days is None:
+            return f"{shown} {words} per day since the first activity"
+        return f"{shown} {words} per day over the last {days} days"
+    if family == "event_ratio":
+        per = event_words(parts.per or "")[0]
+        return f"{shown} {_plural(number, event_words(parts.subject))} per {per} {_period(days)}"
+    if family in ("windowed", "total"):
+        period = f" {_period(days)}"
+        unit = feature_unit(feature)
+        if unit == "count" and parts.subject in _COUNT_WORDS:
+            return f"{shown} {_plural(number, _COUNT_WORDS[parts.subject])}{period}"
+        if unit == "currency" and parts.subject == "spend":
+            return f"spend of {shown}{period}"
+    return None
+
+
+def _sentence(
+    feature: str,
+    value: Any,
+    readable_names: Mapping[str, str],
+    currency: str,
+    row: Mapping[str, Any],
+) -> str:
     shown = format_feature_value(feature, value, currency=currency)
     missing = is_missing(value)
     if feature == "recency_days":
@@ -848,42 +1035,288 @@ def _sentence(feature: str, value: Any, readable_names: Mapping[str, str], curre
         return f"subscription renews in {shown}"
     if feature == "recency_vs_rhythm" and not missing:
         return f"silent for {shown} the usual time between purchases"
-    if match := _DAYS_SINCE_LAST.match(feature):
-        words = _EVENT_WORDS.get(match["what"], (match["what"].replace("_", " "),) * 2)
-        return f"no {words[0]} recorded" if missing else f"last {words[0]} {shown} ago"
-    if match := _SHARE.match(feature):
-        words = _EVENT_WORDS.get(match["what"], (match["what"].replace("_", " "),) * 2)
-        return (
-            f"share of {words[1]} in the last {match['days']} days not recorded"
-            if missing
-            else f"{words[1]} are {shown} of interactions in the last {match['days']} days"
-        )
-    if not missing and not isinstance(value, str):
-        unit = feature_unit(feature)
-        if unit == "trend" and (match := _TREND.match(feature)):
-            base = match["base"].replace("_", " ")
-            period = (
-                f"in the last {match['days']} days vs the {match['days']} before"
-                if match["days"]
-                else "vs the previous period"
-            )
-            change = math.expm1(float(value))
-            if round(100 * change) == 0:
-                return f"{base} flat {period}"
-            direction = "down" if change < 0 else "up"
-            return f"{base} {direction} {abs(100 * change):.0f}% {period}"
-        windowed = _WINDOWED.match(feature)
-        base = windowed["base"] if windowed else feature.removesuffix("_total")
-        period = f" in the last {windowed['days']} days" if windowed else ""
-        if feature.endswith("_total") and not windowed:
-            period = " in total"
-        if unit == "count" and base in _COUNT_WORDS:
-            return f"{shown} {_plural(float(value), _COUNT_WORDS[base])}{period}"
-        if unit == "count" and feature in _COUNT_WORDS:
-            return f"{shown} {_plural(float(value), _COUNT_WORDS[feature])}"
-        if unit == "currency" and base == "spend":
-            return f"spend of {shown}{period}"
+    number = _finite(value)
+    if feature == "renewal_in_horizon" and number is not None:
+        if number:
+            return "subscription renews within the prediction horizon"
+        return "no subscription renewal within the prediction horizon"
+    if feature == "bill_period_months" and number is not None:
+        return "billed every month" if number == 1 else f"billed every {shown}"
+    if feature == "seats" and number is not None:
+        return f"{shown} {_plural(number, ('seat', 'seats'))} on the subscription"
+    parts = parse_feature_name(feature)
+    if parts is not None and (
+        text := _parsed_sentence(feature, parts, value, shown, row, currency)
+    ):
+        return text
+    if number is not None and feature_unit(feature) == "count" and feature in _COUNT_WORDS:
+        return f"{shown} {_plural(number, _COUNT_WORDS[feature])}"
     return f"{_readable(feature, readable_names)}: {shown}"
+
+
+# --------------------------------------------------------------------------------------------
+# reasons: is a risk-raising contribution a plausible risk to a person?
+# --------------------------------------------------------------------------------------------
+
+Polarity = Literal["engagement", "risk", "neutral"]
+
+#: Words in an event type slug that make its events trouble: more of them, or a recent one,
+#: reads as a churn risk ("3 complaints", "payment failed").
+RISK_EVENT_WORDS = frozenset(
+    {
+        "complaint", "complaints", "ticket", "tickets", "unsubscribe", "unsubscribed", "cancel",
+        "cancelled", "canceled", "cancellation", "refund", "refunded", "chargeback", "churn",
+        "churned", "downgrade", "downgraded", "failed", "failure", "error", "escalation",
+        "dispute", "lost", "uninstall", "uninstalled",
+    }
+)  # fmt: skip
+#: Words that read either way (a dislike is still activity; a resolved ticket is good news;
+#: ``other`` pools unlike types): such types get no plausibility rule. Checked first.
+AMBIGUOUS_EVENT_WORDS = frozenset(
+    {
+        "dislike", "unfriend", "unlike", "unfollow", "block", "blocked", "report", "hide",
+        "mute", "skip", "return", "returned", "resolved", "change", "bounce", "bounced", "other",
+        "type",
+    }
+)  # fmt: skip
+#: Canonical ``<base>_<N>d`` / ``<base>_total`` / ``<base>_trend`` bases counting activity,
+#: purchases or spend: more is engagement.
+ENGAGEMENT_BASES = frozenset(
+    {
+        "events", "activity", "purchases", "purchase_count", "orders", "visits", "spend",
+        "revenue", "quantity", "active_days", "active_weeks", "categories",
+        "distinct_categories", "new_categories", "purchase_days", "campaign_opens",
+        "campaign_clicks", "logins", "sessions",
+    }
+)  # fmt: skip
+#: Canonical bases counting trouble: more is risk.
+RISK_BASES = frozenset({"complaints", "support_tickets", "tickets", "unresolved_tickets"})
+#: Count base of the canonical ``days_since_last_<type>`` types (for the usual gap).
+_TYPE_BASES = {
+    "visit": "visits",
+    "purchase": "purchases",
+    "complaint": "complaints",
+    "support_ticket": "support_tickets",
+    "campaign_open": "campaign_opens",
+    "campaign_click": "campaign_clicks",
+}
+#: Activity on at least this share of the days (weeks) of a window is high engagement.
+ACTIVE_SHARE_HIGH = 0.5
+#: Without a usual gap in the row, a last event at most this many days ago is recent.
+RECENT_DAYS = 7.0
+
+
+def event_polarity(slug: str) -> Polarity:
+    """What more events of a type mean: ambiguous words first, then risk words, else activity."""
+    tokens = set(slug.split("_"))
+    if tokens & AMBIGUOUS_EVENT_WORDS:
+        return "neutral"
+    if tokens & RISK_EVENT_WORDS:
+        return "risk"
+    return "engagement"
+
+
+def _reading(feature: str) -> tuple[Polarity, str, FeatureName | None]:
+    """(polarity, shape, parts): shape "level" (counts, rates, amounts), "trend", "recency"
+    (days since the last event) or "rhythm" (``recency_vs_rhythm``)."""
+    if feature in ("recency_days", "recency_purchase_days"):
+        return "engagement", "recency", None
+    if feature == "recency_vs_rhythm":
+        return "engagement", "rhythm", None
+    if feature == "unresolved_tickets":
+        return "risk", "level", None
+    parts = parse_feature_name(feature)
+    if parts is None:
+        return "neutral", "", None
+    family = parts.family
+    if family in ("event_count", "event_rate", "event_amount"):
+        return event_polarity(parts.subject), "level", parts
+    if family == "event_trend":
+        return event_polarity(parts.subject), "trend", parts
+    if family in ("event_days_since_last", "days_since_last"):
+        return event_polarity(parts.subject), "recency", parts
+    if family in ("windowed", "total", "trend"):
+        shape = "trend" if family == "trend" else "level"
+        if parts.subject in ENGAGEMENT_BASES:
+            return "engagement", shape, parts
+        if parts.subject in RISK_BASES:
+            return "risk", shape, parts
+    return "neutral", "", parts
+
+
+def _exposure(days: int | None, row: Mapping[str, Any]) -> float | None:
+    """Days a window covers for this customer: ``min(days, tenure)`` (lifetime: the tenure)."""
+    tenure = _finite(row.get("tenure_days"))
+    if days is None:
+        return max(tenure, 1.0) if tenure is not None else None
+    return max(min(float(days), tenure), 1.0) if tenure is not None else float(days)
+
+
+def _pace(parts: FeatureName, value: float, row: Mapping[str, Any]) -> float | None:
+    """Events (or money) per day of a level column; per-day rates are already one."""
+    if parts.kind in ("per_day", "per_active_day"):
+        return value
+    exposure = _exposure(parts.days, row)
+    if exposure is None:
+        return None
+    return value / exposure
+
+
+def _same_measure(parts: FeatureName, row: Mapping[str, Any]) -> list[tuple[FeatureName, float]]:
+    """The row's other windows of the same measure (same family, subject and kind)."""
+    found = []
+    for column, value in row.items():
+        other = parse_feature_name(str(column))
+        number = _finite(value)
+        if (
+            other is not None
+            and number is not None
+            and other != parts
+            and (other.family, other.subject, other.kind, other.per)
+            == (parts.family, parts.subject, parts.kind, parts.per)
+        ):
+            found.append((other, number))
+    return found
+
+
+def _trends_of(parts: FeatureName, row: Mapping[str, Any]) -> list[float]:
+    """The row's trends of the measure of a level column (``ev_<T>_trend_<N>d``,
+    ``<base>_trend[_<N>d]``; ``activity_trend`` for events and active days/weeks)."""
+    if parts.is_event:
+        family, subjects = "event_trend", {parts.subject}
+    else:
+        family, subjects = "trend", {parts.subject}
+        if parts.subject in ("events", "active_days", "active_weeks"):
+            subjects.add("activity")
+    trends = []
+    for column, value in row.items():
+        other = parse_feature_name(str(column))
+        if other is not None and other.family == family and other.subject in subjects:
+            trend = _finite(value)
+            if trend is not None:
+                trends.append(trend)
+    return trends
+
+
+def _engaged(parts: FeatureName, value: float, row: Mapping[str, Any]) -> bool:
+    """Does the row show this engagement level as high, i.e. not part of a decline?
+
+    Zero is never high. Days (weeks) with activity on at least ``ACTIVE_SHARE_HIGH`` of the
+    window always are. Otherwise the row's evidence decides: the pace (per day of the window,
+    the window capped at the tenure) against every longer window of the same measure in the
+    row (``_total`` over the tenure counts as the longest), and the measure's own trends. Any
+    sign of decline (a lower pace than a longer window, a falling trend) keeps the value a
+    plausible reason; evidence that all points the other way makes it high. Without evidence
+    the row cannot tell, and the value is not called high.
+    """
+    if value <= 0:
+        return False
+    if parts.subject in ("active_days", "active_weeks") and parts.days is not None:
+        exposure = _exposure(parts.days, row) or float(parts.days)
+        span = exposure / 7.0 if parts.subject == "active_weeks" else exposure
+        if value / max(span, 1.0) >= ACTIVE_SHARE_HIGH:
+            return True
+    declines: list[bool] = []
+    pace = _pace(parts, value, row)
+    if pace is not None and parts.days is not None:
+        for other, number in _same_measure(parts, row):
+            if other.days is None or other.days > parts.days:
+                long_pace = _pace(other, number, row)
+                if long_pace is not None:
+                    declines.append(pace < long_pace)
+    declines.extend(trend < 0 for trend in _trends_of(parts, row))
+    return bool(declines) and not any(declines)
+
+
+def _usual_gap(feature: str, parts: FeatureName | None, row: Mapping[str, Any]) -> float | None:
+    """The customer's usual days between events of the kind a recency column measures, from
+    the row: ``interpurchase_mean_days`` for purchases, else the longest window with at least
+    two events (its days, capped at the tenure, per event or per active day)."""
+    if feature == "recency_purchase_days" or (parts is not None and parts.subject == "purchase"):
+        gap = _finite(row.get("interpurchase_mean_days"))
+        if gap is not None and gap > 0:
+            return gap
+    if feature == "recency_days":
+        bases = ("active_days", "events")
+    elif feature == "recency_purchase_days":
+        bases = ("purchase_days", "purchases")
+    elif parts is not None and parts.family == "event_days_since_last":
+        bases = (f"ev_{parts.subject}",)
+    elif parts is not None and parts.subject in _TYPE_BASES:
+        bases = (_TYPE_BASES[parts.subject],)
+    else:
+        return None
+    for base in bases:
+        windows = []
+        for column, value in row.items():
+            other = parse_feature_name(str(column))
+            count = _finite(value)
+            if other is None or count is None or count < 2 or other.days is None:
+                continue
+            prefix = f"ev_{other.subject}" if other.family == "event_count" else other.subject
+            if other.family in ("windowed", "event_count") and prefix == base:
+                windows.append((other.days, count))
+        if windows:
+            days, count = max(windows)
+            return (_exposure(days, row) or float(days)) / count
+    return None
+
+
+def is_plausible_risk(
+    feature: str, value: Any, feature_values: Mapping[str, Any] | None = None
+) -> bool:
+    """Does "<feature> = <value> (raises risk)" read as a plausible churn risk to a person?
+
+    A model may push the risk up for a value that, read alone, says the opposite (trees split
+    on interactions, and a customer can be unusually *active* for their segment): "90 days
+    with activity in the last 90 days (raises risk)" is true to the model and useless to a
+    retention manager. The rule, by name pattern (``training.explain.parse_feature_name``) and
+    the customer's own row (``feature_values``; no population statistics):
+
+    * **engagement-like** (more is engagement: windowed/total counts, rates and amounts of
+      activity, visits, purchases, spend, logins..., ``active_days_<N>d``, per-event-type
+      ``ev_<T>_*`` counts/rates/amounts for activity types): a high value is not a risk. High
+      means the row shows it is not a decline (see :func:`_engaged`: activity on at least
+      half the days; a pace at or above the customer's own longer window; else a rising or
+      flat trend of the same measure). Zero, a decline or a value the row cannot judge stay
+      reasons.
+    * **trends** of engagement (``activity_trend``, ``spend_trend``, ``ev_<T>_trend_<N>d``):
+      a rise is not a risk; flat or falling is. Trends of risk-like measures the other way.
+    * **recency** (``recency_days``, ``recency_purchase_days``, ``days_since_last_<type>``,
+      ``ev_<T>_days_since_last``): a recent last event is not a risk. Recent means at most the
+      customer's usual gap between such events (``interpurchase_mean_days`` or a window count
+      in the row), at least one day; without a gap, at most ``RECENT_DAYS``. Never having one
+      ("no visit recorded") is a reason. ``recency_vs_rhythm`` below 1 (on rhythm) is not.
+    * **risk-like** (complaints, support/unresolved tickets, event types with a word of
+      ``RISK_EVENT_WORDS`` such as ``payment_failed``): a zero count or a falling trend is not
+      a risk, nor is never having had one; any other value is.
+    * **neutral**: everything else, including ambiguous types (``AMBIGUOUS_EVENT_WORDS``:
+      dislikes, unfriends, resolved tickets, the pooled ``other``), shares, ratios, attributes,
+      plan and money columns: always plausible, shown as they are.
+    """
+    row = feature_values or {}
+    polarity, shape, parts = _reading(feature)
+    if polarity == "neutral":
+        return True
+    if shape == "recency":
+        if is_missing(value):
+            return polarity == "engagement"
+        days = _finite(value)
+        if polarity == "risk" or days is None:
+            return True
+        gap = _usual_gap(feature, parts, row)
+        recent = days <= max(gap, 1.0) if gap is not None else days <= RECENT_DAYS
+        return not recent
+    number = _finite(value)
+    if number is None:
+        return True
+    if shape == "rhythm":
+        return number >= 1.0
+    if shape == "trend":
+        return number <= 0 if polarity == "engagement" else number >= 0
+    if polarity == "risk":
+        return number > 0
+    return parts is None or not _engaged(parts, number, row)
 
 
 def reason_text(
@@ -892,15 +1325,26 @@ def reason_text(
     readable_names: Mapping[str, str] | None = None,
     *,
     currency: str = "",
+    feature_values: Mapping[str, Any] | None = None,
 ) -> str:
     """One risk-raising reason as a sentence: "no activity for 63 days (raises risk)".
 
-    Features of the lifecycle feature set get a sentence of their own ("3 complaints in the
-    last 90 days", "spend down 50% vs the previous period"); any other feature reads
-    "<readable name>: <value>", the readable name taken from ``readable_names`` (the model's
-    feature metadata) or derived from the column name.
+    Features of the lifecycle feature set and the per-event-type columns get a sentence of
+    their own ("3 complaints in the last 90 days", "spend down 50% vs the previous period",
+    "last add contact event 12 days ago", "2.5 dislikes per like in the last 30 days"); any
+    other feature reads "<readable name>: <value>", the readable name taken from
+    ``readable_names`` (the model's feature metadata) or derived from the column name.
+
+    ``feature_values`` is the customer's row (optional): a trend then reads with the counts
+    it compares ("add contact events in the last 90 days: 3, down from 11 in the 90 days
+    before"), and it informs :func:`is_plausible_risk`. A value that is not a plausible risk
+    ends in ``CONTEXT_SUFFIX`` instead of "(raises risk)"; :func:`reason_texts` skips those.
     """
-    return _sentence(feature, value, readable_names or {}, currency) + RAISES_RISK_SUFFIX
+    row = feature_values or {}
+    sentence = _sentence(feature, value, readable_names or {}, currency, row)
+    if not is_plausible_risk(feature, value, row):
+        return sentence + CONTEXT_SUFFIX
+    return sentence + RAISES_RISK_SUFFIX
 
 
 def reason_texts(
@@ -915,26 +1359,28 @@ def reason_texts(
 
     ``contributions`` are per-feature SHAP-like shares of the churn score (the bias term is not
     a feature: leave it out). Only positive contributions push the risk up, so only they become
-    reasons; zero, negative and NaN ones never do. Ties go alphabetically by feature. Each
-    reason: ``{"feature", "text", "contribution"}``; a feature absent from ``feature_values``
-    reads as not recorded.
+    reasons; zero, negative and NaN ones never do. Ties go alphabetically by feature. A
+    contribution whose value does not read as a plausible risk (:func:`is_plausible_risk`,
+    judged on ``feature_values``: e.g. 90 active days in 90, a rising activity trend, a visit
+    yesterday) is skipped and the next one taken. Each reason: ``{"feature", "text",
+    "contribution"}``; a feature absent from ``feature_values`` reads as not recorded.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     raising = sorted(
-        (
-            (-float(c), str(feature))
-            for feature, c in contributions.items()
-            if math.isfinite(float(c)) and float(c) > 0
-        ),
-    )[:top_k]
-    return [
-        {
-            "feature": feature,
-            "text": reason_text(
-                feature, feature_values.get(feature), readable_names, currency=currency
-            ),
-            "contribution": -negative,
-        }
-        for negative, feature in raising
-    ]
+        (-float(c), str(feature))
+        for feature, c in contributions.items()
+        if math.isfinite(float(c)) and float(c) > 0
+    )
+    reasons: list[dict[str, Any]] = []
+    for negative, feature in raising:
+        value = feature_values.get(feature)
+        if not is_plausible_risk(feature, value, feature_values):
+            continue
+        text = _sentence(feature, value, readable_names, currency, feature_values)
+        reasons.append(
+            {"feature": feature, "text": text + RAISES_RISK_SUFFIX, "contribution": -negative}
+        )
+        if len(reasons) == top_k:
+            break
+    return reasons

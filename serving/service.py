@@ -112,7 +112,7 @@ from serving.decisions import (
     assign_risk_bands,
     fit_risk_bands,
     percentile_rank,
-    reason_text,
+    reason_texts,
 )
 from serving.schemas import (
     MAX_CUSTOMERS_PER_REQUEST,
@@ -595,7 +595,6 @@ class RowScorer:
         self.categorical = tuple(f for f, k in kinds.items() if k == "categorical")
         self._slots = {f: (j, kinds[f] == "categorical") for f, j in self.columns.items()}
         self._layouts: dict[tuple[str, ...], _Layout] = {}
-        self._texts: dict[tuple[str, type, Any], str] = {}
         self._flag_columns = np.array(
             [j for f, j in self.columns.items() if kinds[f] == "boolean"], dtype=np.intp
         )
@@ -849,11 +848,10 @@ class RowScorer:
 
     def _reasons(self, rows: _Rows, which: np.ndarray) -> list[list[dict[str, Any]]]:
         """``serving.scoring``'s reasons: among the ``reason_candidates`` largest contributions
-        by size, the ``reasons_top_k`` strongest risk-raising ones, in words.
+        by size, the ``reasons_top_k`` strongest plausible risk-raising ones, in words.
 
-        The selection is ``serving.decisions.reason_texts``'s (positive contributions, largest
-        first, ties by name); the sentences come from ``serving.decisions.reason_text``,
-        remembered per (feature, value) because the same values recur across customers.
+        Selection and sentences are ``serving.decisions.reason_texts``'s (one implementation
+        for the service and batch scoring), judged on the customer's whole row.
         """
         model = self.tasks["churn"]
         if which.size == 0:
@@ -861,37 +859,23 @@ class RowScorer:
         contributions = model.contributions(model.matrix(rows.numeric, rows.strings, which))
         per_feature = contributions[:, : len(model.features)]
         candidates = max(self.serving.reason_candidates, self.serving.reasons_top_k)
-        top_k = self.serving.reasons_top_k
         order = np.argsort(-np.abs(per_feature), axis=1, kind="stable")[:, :candidates]
         picked = np.take_along_axis(per_feature, order, axis=1)
         features = model.features
+        names = model.names
         result = []
         for k, row in enumerate(which):
-            raising = sorted(
-                (-float(c), features[j]) for j, c in zip(order[k], picked[k], strict=True) if c > 0
-            )[:top_k]
             given = rows.raw[row]
             result.append(
-                [
-                    {
-                        "feature": feature,
-                        "text": self._reason_text(feature, _json_value(given.get(feature))),
-                        "contribution": -negative,
-                    }
-                    for negative, feature in raising
-                ]
+                reason_texts(
+                    {features[j]: float(c) for j, c in zip(order[k], picked[k], strict=True)},
+                    {feature: _json_value(value) for feature, value in given.items()},
+                    names,
+                    top_k=self.serving.reasons_top_k,
+                    currency=self.serving.currency,
+                )
             )
         return result
-
-    def _reason_text(self, feature: str, value: Any) -> str:
-        key = (feature, value.__class__, value)
-        text = self._texts.get(key)
-        if text is None:
-            names = self.tasks["churn"].names
-            text = reason_text(feature, value, names, currency=self.serving.currency)
-            if len(self._texts) < 100_000:
-                self._texts[key] = text
-        return text
 
     def score(
         self, customers: Sequence[CustomerFeatures]

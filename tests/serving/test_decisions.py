@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,12 @@ from serving.decisions import (
     assign_risk_bands,
     cross_sell_candidates,
     cross_sell_candidates_frame,
+    event_polarity,
     expected_value_at_risk,
     feature_unit,
     fit_risk_bands,
     format_feature_value,
+    is_plausible_risk,
     percentile_rank,
     reason_text,
     reason_texts,
@@ -530,3 +533,333 @@ def test_feature_values_are_shown_with_their_unit(feature, value, unit, shown):
 
 def test_money_takes_the_currency_prefix():
     assert format_feature_value("spend_90d", -5.0, currency="EUR ") == "-EUR 5.00"
+
+
+# ------------------------------------------------------------------------------------------
+# reasons from generated features (ev_*, ratio_*, attr_*, subscription terms)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "sentence"),
+    [
+        ("ev_add_contact_30d", 3, "3 add contact events in the last 30 days"),
+        ("ev_add_contact_30d", 1, "1 add contact event in the last 30 days"),
+        ("ev_add_contact_30d", 2.5, "2.5 add contact events in the last 30 days"),
+        ("ev_add_contact_total", 40, "40 add contact events in total"),
+        (
+            "ev_add_contact_per_day_30d",
+            0.4,
+            "0.4 add contact events per day over the last 30 days",
+        ),
+        (
+            "ev_add_contact_per_day_total",
+            0.05,
+            "0.05 add contact events per day since the first activity",
+        ),
+        (
+            "ev_add_contact_per_active_day_30d",
+            2.5,
+            "2.5 add contact events per active day in the last 30 days",
+        ),
+        ("ev_like_per_seat_30d", 1.5, "1.5 likes per seat in the last 30 days"),
+        ("ev_add_contact_days_since_last", 12, "last add contact event 12 days ago"),
+        ("ev_add_contact_days_since_last", np.nan, "no add contact event recorded"),
+        ("ev_other_days_since_last", 40, "last event of another type 40 days ago"),
+        (
+            "ev_email_opened_share_180d",
+            0.25,
+            "email opened events are 25% of interactions in the last 180 days",
+        ),
+        (
+            "ev_deal_won_amount_30d",
+            1234.5,
+            "amount of deal won events in the last 30 days: 1,234.50",
+        ),
+        ("ratio_dislike_per_like_30d", 2.5, "2.5 dislikes per like in the last 30 days"),
+        (
+            "ratio_dislike_per_like_30d",
+            np.nan,
+            "dislikes per like in the last 30 days: not recorded",
+        ),
+        ("attr_channel", "web", "customer attribute channel: web"),
+        ("attr_employees", 250, "customer attribute employees: 250"),
+        ("attr_contract_signed_days", 400, "contract signed 400 days ago"),
+        ("attr_contract_signed_days", None, "contract signed not recorded"),
+        ("renewal_in_horizon", 1, "subscription renews within the prediction horizon"),
+        ("renewal_in_horizon", 0, "no subscription renewal within the prediction horizon"),
+        ("bill_period_months", 12, "billed every 12 months"),
+        ("bill_period_months", 1, "billed every month"),
+        ("seats", 3, "3 seats on the subscription"),
+        ("plan_price", 49, "price due at the next renewal: 49.00"),
+        ("mrr_per_seat", 12.5, "monthly recurring revenue per seat: 12.50"),
+        ("discount", 0.2, "subscription discount: 0.2"),
+    ],
+)
+def test_generated_features_read_as_sentences(feature, value, sentence):
+    assert reason_text(feature, value) == sentence + " (raises risk)"
+
+
+@pytest.mark.parametrize(
+    ("feature", "unit"),
+    [
+        ("ev_add_contact_30d", "count"),
+        ("ev_add_contact_total", "count"),
+        ("ev_share_30d", "count"),  # counts "share" events: the slug never decides the unit
+        ("ev_spend_points_30d", "count"),
+        ("ev_like_share_180d", "share"),
+        ("ev_add_contact_per_day_30d", "rate"),
+        ("ev_add_contact_per_active_day_30d", "rate"),
+        ("ev_add_contact_per_seat_30d", "rate"),
+        ("ratio_like_per_share_30d", "rate"),
+        ("ev_add_contact_days_since_last", "days"),
+        ("ev_add_contact_trend_90d", "trend"),
+        ("ev_deal_won_amount_total", "currency"),
+        ("attr_date_of_birth_days", "days"),
+        ("attr_channel", "number"),
+        ("renewal_in_horizon", "flag"),
+        ("bill_period_months", "months"),
+        ("plan_price", "currency"),
+        ("mrr_per_seat", "currency"),
+        ("seats", "count"),
+        ("active_days_30d", "count"),
+    ],
+)
+def test_units_of_generated_features(feature, unit):
+    assert feature_unit(feature) == unit
+
+
+def test_trend_with_its_count_in_the_row_reads_as_counts():
+    # 3 in the last 90 days, 11 in the 90 days before.
+    row = {"ev_add_contact_90d": 3.0, "ev_add_contact_trend_90d": math.log(4 / 12)}
+    text = reason_text(
+        "ev_add_contact_trend_90d", row["ev_add_contact_trend_90d"], {}, feature_values=row
+    )
+    assert text == (
+        "add contact events in the last 90 days: 3, down from 11 in the 90 days before "
+        "(raises risk)"
+    )
+    same = {"ev_like_90d": 5.0, "ev_like_trend_90d": 0.0}
+    assert reason_text("ev_like_trend_90d", 0.0, {}, feature_values=same) == (
+        "likes in the last 90 days: 5, the same as in the 90 days before (raises risk)"
+    )
+    spend = {"spend_90d": 100.0, "spend_trend_90d": math.log(101 / 401)}
+    assert reason_text(
+        "spend_trend_90d", spend["spend_trend_90d"], {}, currency="$", feature_values=spend
+    ) == (
+        "spend in the last 90 days: $100.00, down from $400.00 in the 90 days before (raises risk)"
+    )
+
+
+def test_trend_without_its_count_reads_as_a_change():
+    assert reason_text("ev_add_contact_trend_90d", math.log(0.25)) == (
+        "add contact events down 75% in the last 90 days vs the 90 before (raises risk)"
+    )
+    assert reason_text("ev_add_contact_trend_90d", math.log(1 / 500)) == (
+        "add contact events down more than 99% in the last 90 days vs the 90 before (raises risk)"
+    )
+
+
+def test_a_rise_from_zero_reads_as_counts_not_as_a_huge_percentage():
+    row = {"ev_add_contact_90d": 294.0, "ev_add_contact_trend_90d": math.log(295)}
+    text = reason_text("ev_add_contact_trend_90d", math.log(295), {}, feature_values=row)
+    assert text.startswith(
+        "add contact events in the last 90 days: 294, up from 0 in the 90 days before"
+    )
+    assert "%" not in text
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "shown"),
+    [
+        ("activity_trend", math.log(295), "more than 10x"),
+        ("activity_trend", math.log(11.0), "more than 10x"),
+        ("activity_trend", math.log(10.98), "+998%"),
+        ("activity_trend", math.log(1e-6), "-99%"),
+        ("campaign_click_rate_180d", 15.0, "15x"),
+        ("campaign_click_rate_180d", 9.99, "999%"),
+        ("ev_like_share_180d", 0.333, "33%"),
+    ],
+)
+def test_no_percentage_beyond_999(feature, value, shown):
+    assert format_feature_value(feature, value) == shown
+
+
+def test_the_unusable_texts_of_the_issue_are_gone():
+    # "activity up 29400% vs the previous period (raises risk)": capped, and a rise in activity
+    # is not shown as a risk at all.
+    assert reason_texts({"activity_trend": 1.0}, {"activity_trend": math.log(295)}, {}) == []
+    assert reason_text("activity_trend", math.log(295)) == (
+        "activity up more than 10x vs the previous period (context, not a risk sign by itself)"
+    )
+    # "90 days with activity in the last 90 days (raises risk)"
+    assert reason_texts({"active_days_90d": 1.0}, {"active_days_90d": 90}, {}) == []
+
+
+_PERCENT = re.compile(r"(\d[\d,]*)%")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    feature=st.sampled_from(
+        [
+            "activity_trend",
+            "spend_trend",
+            "ev_add_contact_trend_90d",
+            "campaign_click_rate_180d",
+            "ev_like_share_180d",
+            "share_visit_365d",
+        ]
+    ),
+    value=st.floats(-50, 50),
+    count=st.none() | st.floats(0, 1e6),
+)
+def test_no_reason_text_shows_a_percentage_beyond_999(feature, value, count):
+    row = {feature: value}
+    if count is not None:
+        row["ev_add_contact_90d"] = count
+    for text in (
+        reason_text(feature, value, feature_values=row),
+        format_feature_value(feature, value),
+    ):
+        for percent in _PERCENT.findall(text):
+            assert int(percent.replace(",", "")) <= 999, text
+
+
+# ------------------------------------------------------------------------------------------
+# plausibility: a reason shown as raising risk reads as a risk
+# ------------------------------------------------------------------------------------------
+
+
+def test_full_activity_with_the_largest_contribution_is_skipped_for_the_next_reason():
+    values = {"active_days_90d": 90, "recency_days": 40.0, "complaints_90d": 2, "tenure_days": 500}
+    contributions = {"active_days_90d": 2.0, "recency_days": 0.5, "complaints_90d": 0.3}
+    reasons = reason_texts(contributions, values, {}, top_k=2)
+    assert [r["feature"] for r in reasons] == ["recency_days", "complaints_90d"]
+    assert all("days with activity" not in r["text"] for r in reasons)
+    assert [r["contribution"] for r in reasons] == [0.5, 0.3]
+
+
+def test_a_skipped_reason_is_worded_as_context_when_asked_for_alone():
+    text = reason_text("active_days_90d", 90, {}, feature_values={"active_days_90d": 90})
+    assert text == "90 days with activity in the last 90 days (context, not a risk sign by itself)"
+    assert not text.endswith("(raises risk)")
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "row", "plausible"),
+    [
+        # days with activity: at least half of the window (capped at the tenure) is high
+        ("active_days_90d", 90, {}, False),
+        ("active_days_90d", 50, {}, False),
+        ("active_days_90d", 20, {"tenure_days": 30}, False),
+        ("active_days_90d", 3, {}, True),
+        ("active_days_90d", 0, {}, True),
+        # counts: a decline in the row's own numbers keeps them, steadiness does not
+        ("ev_add_contact_30d", 0, {}, True),
+        ("ev_add_contact_30d", 3, {}, True),  # the row cannot tell: kept
+        ("ev_add_contact_30d", 3, {"ev_add_contact_180d": 60}, True),  # 0.1/day vs 0.33/day
+        ("ev_add_contact_30d", 30, {"ev_add_contact_180d": 60}, False),  # 1/day vs 0.33/day
+        ("ev_add_contact_30d", 30, {"ev_add_contact_total": 100, "tenure_days": 100}, False),
+        ("ev_add_contact_30d", 3, {"ev_add_contact_trend_90d": -1.1}, True),
+        ("ev_add_contact_30d", 3, {"ev_add_contact_trend_90d": 0.5}, False),
+        (
+            "ev_add_contact_30d",
+            30,
+            {"ev_add_contact_180d": 60, "ev_add_contact_trend_90d": -0.2},
+            True,  # any sign of decline keeps it
+        ),
+        ("ev_add_contact_per_day_30d", 2.0, {"ev_add_contact_per_day_180d": 1.0}, False),
+        ("ev_add_contact_per_day_30d", 0.5, {"ev_add_contact_per_day_180d": 1.0}, True),
+        ("purchases_90d", 6, {"purchases_365d": 8}, False),
+        ("purchases_90d", 1, {"purchases_365d": 12}, True),
+        ("events_30d", 40, {"activity_trend": 0.3}, False),
+        ("spend_90d", 500.0, {"spend_trend": 0.7}, False),
+        # trends: a rise in engagement is no risk, a fall is; risk-like measures the other way
+        ("activity_trend", math.log(295), {}, False),
+        ("activity_trend", math.log(0.5), {}, True),
+        ("activity_trend", 0.0, {}, True),
+        ("ev_deal_won_trend_90d", 0.4, {}, False),
+        ("ev_deal_won_trend_90d", -0.4, {}, True),
+        ("ev_complaint_trend_90d", 0.4, {}, True),
+        ("ev_complaint_trend_90d", -0.4, {}, False),
+        # recency: a recent last event is no risk; recent = within the usual gap, else 7 days
+        ("recency_days", 2.0, {}, False),
+        ("recency_days", 63.0, {}, True),
+        ("recency_days", np.nan, {}, True),
+        ("recency_days", 20.0, {"active_days_90d": 3}, False),  # usual gap 30 days
+        ("recency_days", 20.0, {"active_days_90d": 45}, True),  # usual gap 2 days
+        ("recency_purchase_days", 50.0, {"interpurchase_mean_days": 90.0}, False),
+        ("recency_purchase_days", 200.0, {"interpurchase_mean_days": 90.0}, True),
+        ("days_since_last_visit", 1.0, {}, False),
+        ("days_since_last_visit", 30.0, {}, True),
+        ("days_since_last_visit", 30.0, {"visits_365d": 4}, False),  # usual gap 91 days
+        ("ev_add_contact_days_since_last", 3.0, {}, False),
+        ("ev_add_contact_days_since_last", 12.0, {"ev_add_contact_90d": 30}, True),
+        ("ev_add_contact_days_since_last", np.nan, {}, True),
+        ("recency_vs_rhythm", 0.4, {}, False),
+        ("recency_vs_rhythm", 3.2, {}, True),
+        # risk-like: none of them is no risk, some are
+        ("complaints_90d", 0, {}, False),
+        ("complaints_90d", 3, {}, True),
+        ("unresolved_tickets", 0, {}, False),
+        ("ev_payment_failed_30d", 0, {}, False),
+        ("ev_payment_failed_30d", 2, {}, True),
+        ("ev_support_ticket_days_since_last", 3.0, {}, True),
+        ("ev_support_ticket_days_since_last", np.nan, {}, False),
+        # ambiguous and neutral: shown as they are
+        ("ev_dislike_30d", 40, {"ev_dislike_180d": 40}, True),
+        ("ev_unfriend_30d", 0, {}, True),
+        ("ev_other_30d", 50, {"ev_other_180d": 50}, True),
+        ("ratio_dislike_per_like_30d", 0.1, {}, True),
+        ("ev_like_share_180d", 0.9, {}, True),
+        ("attr_channel", "web", {}, True),
+        ("mrr", 500.0, {}, True),
+        ("crm_score", 0.42, {}, True),
+    ],
+)
+def test_plausibility_of_a_risk_reason(feature, value, row, plausible):
+    assert is_plausible_risk(feature, value, {**row, feature: value}) is plausible
+    text = reason_text(feature, value, {}, feature_values={**row, feature: value})
+    assert text.endswith("(raises risk)") is plausible
+
+
+@pytest.mark.parametrize(
+    ("slug", "polarity"),
+    [
+        ("add_contact", "engagement"),
+        ("email_opened", "engagement"),
+        ("deal_won", "engagement"),
+        ("like", "engagement"),
+        ("complaint", "risk"),
+        ("support_ticket", "risk"),
+        ("payment_failed", "risk"),
+        ("deal_lost", "risk"),
+        ("email_unsubscribed", "risk"),
+        ("dislike", "neutral"),
+        ("unfriend", "neutral"),
+        ("ticket_resolved", "neutral"),
+        ("other", "neutral"),
+    ],
+)
+def test_event_types_are_read_by_their_words(slug, polarity):
+    assert event_polarity(slug) == polarity
+
+
+def test_skipping_implausible_reasons_still_fills_top_k_from_the_rest():
+    values = {
+        "activity_trend": math.log(3),
+        "active_days_90d": 80,
+        "ev_login_days_since_last": 1.0,
+        "ev_login_30d": 0,
+        "complaints_90d": 2,
+        "recency_days": 1.0,
+        "ratio_dislike_per_like_30d": 2.5,
+    }
+    contributions = dict(zip(values, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], strict=True))
+    reasons = reason_texts(contributions, values, {}, top_k=3)
+    assert [r["text"] for r in reasons] == [
+        "0 logins in the last 30 days (raises risk)",
+        "2 complaints in the last 90 days (raises risk)",
+        "2.5 dislikes per like in the last 30 days (raises risk)",
+    ]
