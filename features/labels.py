@@ -8,14 +8,16 @@ revenue in the same-length window just before the cutoff ``[cutoff - horizon_day
 and the new-category rule uses the categories purchased before the cutoff.
 
 Definitions (``LabelParams``), per customer of the ``population`` (the feature rows, with the
-``is_active`` flag computed from the same ``LabelParams``):
+``is_active`` flag computed from the same ``LabelParams``: under ``churn_definition="activity"``
+a qualifying event in the ``active_window_days`` before the cutoff, under ``"subscription"`` a
+subscription active at the cutoff; see ``features.lifecycle``):
 
 * ``churn_label`` (eligible: active customers)
 
   - ``churn_definition="activity"``: 1 when the customer has no qualifying event
     (``qualifying_event_types``) in the label window, else 0;
   - ``churn_definition="subscription"``: eligible are customers with a subscription active at
-    the cutoff (started before it, not ended before it), active or not by events; 1 when no
+    the cutoff (started before it, not ended before it), i.e. the active ones; 1 when no
     subscription of theirs is active at the end of the label window (the last instant before
     it ends): the subscription ended in the lead time or the window and was not replaced. A plan
     change (one row ends, the next starts) is not churn.
@@ -25,8 +27,12 @@ Definitions (``LabelParams``), per customer of the ``population`` (the feature r
   ``(1 + upsell_spend_growth)`` times its revenue in the window before the cutoff and is
   positive, or (with a subscriptions table) its MRR at the end of the window is higher than at
   the cutoff; else 0.
-* ``winback_label`` (eligible: lapsed customers, i.e. in the population but not active): 1 when
-  the customer has a qualifying event in the label window, else 0.
+* ``winback_label`` (eligible: lapsed customers, i.e. in the population but not active; under
+  subscription churn, those without an active subscription): 1 when the customer has a
+  qualifying event in the label window, else 0.
+
+Training on a shorter window (``LabelParams.training_horizon_days``): the snapshot flows pass
+``LabelParams.for_training()``, whose ``horizon_days`` is the training window.
 
 Labels are float64 1.0/0.0 and NaN where the customer is not eligible, and NaN for everyone
 when the window has not matured: ``label_matured`` is ``window end <= data_end`` (the end of

@@ -63,8 +63,12 @@ Features (``w`` in ``FeatureParams.windows_days``; ``<type>`` in the canonical e
                                being built)
 ``last_purchase_channel``      channel of the latest purchase (ties at the same timestamp:
                                the alphabetically last channel)
-``is_active``                  a qualifying event (``LabelParams.qualifying_event_types``)
-                               within ``LabelParams.active_window_days`` before the cutoff
+``is_active``                  the churn / up-sell population (others with history are
+                               lapsed: win-back). ``churn_definition="activity"``: a
+                               qualifying event (``LabelParams.qualifying_event_types``)
+                               within ``LabelParams.active_window_days`` before the cutoff;
+                               ``"subscription"``: a subscription active at the cutoff
+                               (``has_subscription``; False without a subscriptions table)
 ``clv_frequency``              repeat purchase days x = purchase_days_total - 1
 ``clv_recency_weeks``          first to last purchase day, in weeks (t_x)
 ``clv_T_weeks``                first purchase day to the cutoff, in weeks (T)
@@ -76,14 +80,13 @@ Features (``w`` in ``FeatureParams.windows_days``; ``<type>`` in the canonical e
                                the basis of the value tiers
 =============================  ==============================================================
 
-With a subscriptions table (point in time as above): ``has_subscription`` (0/1),
-``plan`` (plan of the active row with the latest start, NaN without one), ``mrr`` (sum over
-active rows, 0 without), ``mrr_change_90d`` (mrr now minus mrr 90 days before the cutoff, with
-the end dates known at the cutoff), ``plan_changes_365d`` (rows started in the last 365 days
-after the customer's first subscription: upgrades, downgrades, restarts),
-``days_to_renewal`` (days to the next *monthly* anniversary of the current row's start, the
-billing cycle MRR implies; in [0, 31), NaN without an active subscription) and
-``subscription_tenure_days`` (cutoff minus the first subscription start, NaN if never).
+With a subscriptions table, ``features.subscriptions`` (its docstring has the definitions and
+point-in-time rules): ``has_subscription``, ``plan``, ``mrr``, ``mrr_change_90d``,
+``plan_changes_365d``, ``days_to_renewal`` (from ``term_end`` / ``bill_period_months`` when
+given, else monthly), ``renewal_in_horizon``, ``bill_period_months``, ``plan_price``,
+``subscription_tenure_days``, and ``seats``, ``mrr_per_seat``, ``discount`` when the table has
+those columns. A scheduled term end is known at the cutoff; an actual end (``end_date``) at or
+after it is not.
 
 With a customers table: ``customer_type``, ``country``, ``acquisition_channel`` when present
 (NaN for a record whose ``signup_date`` is at or after the cutoff: it did not exist yet).
@@ -104,16 +107,36 @@ so the working set stays a few 20M-row arrays.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.config import FeatureParams, LabelParams
+from features.arrays import (
+    _INT64_MAX,
+    _INT64_MIN,
+    NS_PER_DAY,
+    _boundaries,
+    _buckets,
+    _count_new,
+    _cumulative,
+    _days,
+    _distinct_keys,
+    _first_of_groups,
+    _pair_counts,
+    _safe_ratio,
+    weighted_bincount,
+)
+from features.config import AttributeParams, FeatureParams, LabelParams
 from features.contract import EVENT_TYPES, DataContractError, EventType
+from features.subscriptions import _next_monthly_anniversary as _next_monthly_anniversary
+from features.subscriptions import subscription_features
+from features.vocabulary import EventVocabulary, slugify, vocabulary_features
 
 __all__ = [
     "ACTIVE_DAYS_WINDOW_DAYS",
@@ -124,9 +147,6 @@ __all__ = [
     "core_aggregations",
 ]
 
-NS_PER_DAY = 86_400 * 10**9
-_INT64_MIN = np.iinfo(np.int64).min
-_INT64_MAX = np.iinfo(np.int64).max
 
 #: Fixed windows of the named features (their names carry the number).
 ACTIVE_DAYS_WINDOW_DAYS = 90
@@ -136,15 +156,9 @@ _COMPLAINT_WINDOWS_DAYS = (90, 365)
 _CAMPAIGN_WINDOW_DAYS = 180
 _MIX_WINDOW_DAYS = 365
 _RECENT_CATEGORY_DAYS = 90
-_PLAN_CHANGE_WINDOW_DAYS = 365
-_MRR_CHANGE_WINDOW_DAYS = 90
 
 #: Customer attributes passed through from the customers table when present.
 CUSTOMER_ATTRIBUTES: tuple[str, ...] = ("customer_type", "country", "acquisition_channel")
-
-#: A (customer, value) presence bitmap is used while it stays below this many cells; above it,
-#: distinct pairs are found by sorting int64 keys instead.
-_BITMAP_MAX_CELLS = 400_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,9 +270,8 @@ def _encode_optional(values: pd.Series | None) -> tuple[np.ndarray | None, np.nd
     return codes, _as_str_labels(labels)
 
 
-def _type_codes(values: pd.Series, tracked: Sequence[str]) -> np.ndarray:
+def _type_codes(codes: np.ndarray, labels: np.ndarray, tracked: Sequence[str]) -> np.ndarray:
     """Index of each event's type in ``tracked``; ``len(tracked)`` for any other type."""
-    codes, labels = _encode(values, "events.event_type")
     position = {t: i for i, t in enumerate(tracked)}
     lookup = np.array([position.get(t, len(tracked)) for t in labels], dtype=np.int8)
     return lookup[codes] if lookup.size else np.zeros(codes.shape, dtype=np.int8)
@@ -297,95 +310,11 @@ def _combined_key(
     return out
 
 
-def _buckets(ts: np.ndarray, cutoff_ns: int, boundaries_days: Sequence[int]) -> np.ndarray:
-    """Time bucket per event: 0 = at/after the cutoff, k = between boundaries k-1 and k.
-
-    With boundaries ``d_1 < ... < d_m`` days, bucket 1 is ``[cutoff - d_1, cutoff)``, bucket
-    ``k`` is ``[cutoff - d_k, cutoff - d_(k-1))`` and bucket ``m + 1`` is everything older. A
-    window of ``d_k`` days is buckets ``1..k``.
-    """
-    bucket = (ts < cutoff_ns).view(np.int8).copy()
-    for days in boundaries_days:
-        bucket += ts < cutoff_ns - int(days) * NS_PER_DAY
-    return bucket
-
-
-def _boundaries(*groups: Sequence[int]) -> tuple[int, ...]:
-    days = sorted({int(d) for group in groups for d in group})
-    if not days or days[0] <= 0:
-        raise ValueError(f"windows must be positive numbers of days, got {days}")
-    return tuple(days)
-
-
-def _cumulative(counts: np.ndarray) -> np.ndarray:
-    """Per-bucket sums (last axis, bucket 0 = future dropped) to within-window sums."""
-    return np.cumsum(counts[..., 1:], axis=-1)
-
-
 def _sorted_rows(ids: np.ndarray) -> np.ndarray | None:
     """Positions that sort ``ids`` (None when already sorted)."""
     if pd.Index(ids).is_monotonic_increasing:
         return None
     return pc.sort_indices(pa.array(ids, type=pa.string())).to_numpy()
-
-
-def _pair_counts(
-    codes: np.ndarray, values: np.ndarray, n: int, n_values: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ``values`` per customer code, and the set of (code, value) pairs present.
-
-    The set is a bool bitmap of shape (n, n_values) while that is small enough, else the sorted
-    distinct int64 keys ``code * n_values + value``; :func:`_count_new` accepts either.
-    """
-    if n * n_values <= _BITMAP_MAX_CELLS:
-        bitmap = np.zeros(n * n_values, dtype=bool)
-        bitmap[codes * n_values + values] = True
-        bitmap = bitmap.reshape(n, n_values)
-        return np.count_nonzero(bitmap, axis=1), bitmap
-    keys = _distinct_keys(codes * n_values + values)
-    return np.bincount(keys // n_values, minlength=n), keys
-
-
-def _distinct_keys(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct int64 keys (sort + diff: much faster than np.unique here)."""
-    ordered = np.sort(keys)
-    if ordered.size == 0:
-        return ordered
-    keep = np.empty(ordered.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
-
-
-def _count_new(recent: np.ndarray, older: np.ndarray, n: int, n_values: int) -> np.ndarray:
-    """Per customer: pairs present in ``recent`` but not in ``older`` (both from _pair_counts)."""
-    if recent.ndim == 2:
-        return np.count_nonzero(recent & ~older, axis=1)
-    new = recent[~np.isin(recent, older, assume_unique=True)]
-    return np.bincount(new // n_values, minlength=n)
-
-
-def _first_of_groups(sorted_codes: np.ndarray) -> np.ndarray:
-    first = np.empty(sorted_codes.size, dtype=bool)
-    if sorted_codes.size:
-        first[0] = True
-        np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
-    return first
-
-
-def weighted_bincount(keys: np.ndarray, *, weights: np.ndarray, minlength: int) -> np.ndarray:
-    """``np.bincount`` with weights, always float64 (numpy returns int64 for empty input)."""
-    return np.bincount(keys, weights=weights, minlength=minlength).astype(np.float64, copy=False)
-
-
-def _days(delta_ns: np.ndarray) -> np.ndarray:
-    return delta_ns / NS_PER_DAY
-
-
-def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, NaN where the denominator is 0 (an undefined ratio)."""
-    positive = denominator > 0
-    return np.where(positive, numerator / np.where(positive, denominator, 1), np.nan)
 
 
 def _first_last(
@@ -522,14 +451,17 @@ def compute_customer_features(
     subscriptions: pd.DataFrame | None = None,
     params: FeatureParams,
     label_params: LabelParams | None = None,
+    vocabulary: EventVocabulary | None = None,
 ) -> pd.DataFrame:
     """Phase 1: the point-in-time feature row of every customer with history before ``cutoff``.
 
     Pure and per-customer (see the module docstring): depends on nothing but the rows given, so
     it is partition-safe. ``label_params`` supplies the definition of ``is_active``
     (qualifying event types and active window; defaults to ``LabelParams()``), so features and
-    label eligibility agree. Returns a frame indexed by ``customer_id`` (str), sorted, with a
-    ``cutoff`` column.
+    label eligibility agree. ``vocabulary`` (fitted once on the whole table by
+    ``features.vocabulary.fit_vocabulary``, never per partition) adds the per-event-type
+    ``ev_*`` columns; None leaves them out. Returns a frame indexed by ``customer_id`` (str),
+    sorted, with a ``cutoff`` column.
     """
     _require_columns(events, "events", ("customer_id", "timestamp", "event_type"))
     if customers is not None:
@@ -560,7 +492,8 @@ def compute_customer_features(
     n = universe.ids.size
     codes = event_customers.codes
     ts = _timestamps_ns(events["timestamp"], "events.timestamp", allow_nat=False)
-    type_code = _type_codes(events["event_type"], tracked)
+    raw_type_codes, type_labels = _encode(events["event_type"], "events.event_type")
+    type_code = _type_codes(raw_type_codes, type_labels, tracked)
     bucket = _buckets(ts, c, windows.boundaries)
 
     out: dict[str, np.ndarray] = {}
@@ -582,20 +515,43 @@ def compute_customer_features(
     first_seen = activity.first_event.copy()
     has_history = activity.events_total > 0
     if customers is not None:
-        attributes, signup = _customer_attributes(customers, universe.customer_rows, n, c)
+        attributes, signup = _customer_attributes(
+            customers, universe.customer_rows, n, c, params.attributes
+        )
         out.update(attributes)
         first_seen = np.minimum(first_seen, signup)
         has_history |= signup < c
     mrr = np.zeros(n)
     if subscriptions is not None:
-        subs, first_start = _subscription_features(subscriptions, universe.subscription_rows, n, c)
+        subs, first_start = subscription_features(
+            subscriptions, universe.subscription_rows, n, c, label_params=label_params
+        )
         out.update(subs)
         mrr = subs["mrr"]
         first_seen = np.minimum(first_seen, first_start)
         has_history |= first_start < c
 
     out["tenure_days"] = np.where(has_history, _days(c - first_seen), np.nan)
+    if vocabulary is not None:
+        out.update(
+            vocabulary_features(
+                events,
+                codes=codes,
+                ts=ts,
+                type_codes=raw_type_codes,
+                type_labels=type_labels,
+                n=n,
+                cutoff_ns=c,
+                tenure_days=out["tenure_days"],
+                vocabulary=vocabulary,
+                trend_window_days=params.trend_window_days,
+                seats=out.get("seats"),
+            )
+        )
     out["value_365d"] = out.pop("_revenue_365d") + 12.0 * mrr
+    if label_params.churn_definition == "subscription":
+        # subscription churn: the population is who has a subscription active at the cutoff
+        is_active = out.get("has_subscription", np.zeros(n, dtype=np.int64)) > 0
     out["is_active"] = is_active
 
     rows = np.flatnonzero(has_history)
@@ -985,12 +941,20 @@ def _recent_activity_features(
 
 
 def _customer_attributes(
-    customers: pd.DataFrame, rows: np.ndarray | None, n: int, c: int
+    customers: pd.DataFrame,
+    rows: np.ndarray | None,
+    n: int,
+    c: int,
+    attribute_params: AttributeParams | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Attribute columns and the signup time (INT64_MAX where unknown or not before the cutoff).
 
     A customer record whose signup date is at or after the cutoff did not exist at the cutoff,
     so its attributes are not used (NaN); records without a signup date are taken as known.
+    Besides ``CUSTOMER_ATTRIBUTES`` (kept under their names), every other column the config
+    admits (:func:`declared_attributes`) becomes ``attr_<name>``: numbers and flags as floats,
+    strings as categories, dates as ``attr_<name>_days`` (days from the date to the cutoff; a
+    date at or after the cutoff is not known yet and reads NaN).
     """
     assert rows is not None
     if rows.size and np.bincount(rows).max() > 1:
@@ -1011,91 +975,55 @@ def _customer_attributes(
             values = customers[name].astype(object).to_numpy()[existed]
             column[rows[existed]] = np.where(pd.isna(values), None, values)
             cols[name] = column
+    for name in declared_attributes(customers.columns, attribute_params or AttributeParams()):
+        feature, values = _attribute_values(customers[name], c)
+        if feature is None:
+            continue
+        column = np.full(n, np.nan if values.dtype != object else None, dtype=values.dtype)
+        column[rows[existed]] = values[existed]
+        cols[f"attr_{slugify(name)}{feature}"] = column
     return cols, signup
 
 
-def _subscription_features(
-    subscriptions: pd.DataFrame, rows: np.ndarray | None, n: int, c: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Subscription state at the cutoff, with end dates at/after the cutoff treated as unknown."""
-    assert rows is not None
-    start = _timestamps_ns(subscriptions["start_date"], "subscriptions.start_date", allow_nat=False)
-    if "end_date" in subscriptions.columns:
-        end = _timestamps_ns(subscriptions["end_date"], "subscriptions.end_date", allow_nat=True)
+def declared_attributes(columns: Sequence[str], params: AttributeParams) -> list[str]:
+    """Customer-table columns that become ``attr_*`` features under ``params``."""
+    reserved = {"customer_id", "signup_date", *CUSTOMER_ATTRIBUTES}
+    chosen = [str(c) for c in columns if str(c) not in reserved]
+    if params.include is not None:
+        chosen = [c for c in chosen if c in set(params.include)]
+    return [c for c in chosen if c not in set(params.exclude)]
+
+
+#: A text attribute with more distinct values than this share of its rows (and more than
+#: ``_ID_LIKE_MIN`` of them) is an identifier or free text (a name, an e-mail): not a feature.
+_ID_LIKE_SHARE = 0.5
+_ID_LIKE_MIN = 50
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _attribute_values(values: pd.Series, c: int) -> tuple[str | None, np.ndarray]:
+    """(column suffix, values) of one attribute; suffix None when it cannot be a feature."""
+    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+        return "", values.to_numpy(dtype=np.float64, na_value=np.nan)
+    stamps = None
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        stamps = values
     else:
-        end = np.full(start.size, _INT64_MIN)
-    # What is known at the cutoff: rows started before it; end dates before it.
-    known = start < c
-    end_known = np.where((end != _INT64_MIN) & (end < c), end, _INT64_MAX)
-    mrr = subscriptions["mrr"].to_numpy(dtype=np.float64)
-    plan_codes, plan_labels = _encode_optional(subscriptions["plan"])
-
-    def active_at(moment: int) -> np.ndarray:
-        return known & (start < moment) & (end_known >= moment)
-
-    active = active_at(c)
-    then = active_at(c - _MRR_CHANGE_WINDOW_DAYS * NS_PER_DAY)
-    mrr_now = weighted_bincount(rows[active], weights=np.nan_to_num(mrr[active]), minlength=n)
-    mrr_then = weighted_bincount(rows[then], weights=np.nan_to_num(mrr[then]), minlength=n)
-    has_subscription = np.bincount(rows[active], minlength=n) > 0
-
-    first_start = np.full(n, _INT64_MAX)
-    np.minimum.at(first_start, rows[known], start[known])
-    recent_start = known & (start >= c - _PLAN_CHANGE_WINDOW_DAYS * NS_PER_DAY)
-    change = recent_start & (start > first_start[rows])
-    plan_changes = np.bincount(rows[change], minlength=n)
-
-    # The current row: the active row started last (ties: higher mrr, then later in the table).
-    active_rows = np.flatnonzero(active)
-    order = np.lexsort((np.nan_to_num(mrr[active_rows]), start[active_rows], rows[active_rows]))
-    ordered = active_rows[order]
-    is_last = np.ones(ordered.size, dtype=bool)
-    if ordered.size:
-        is_last[:-1] = rows[ordered][1:] != rows[ordered][:-1]
-    current = ordered[is_last]
-    plan = np.full(n, None, dtype=object)
-    renewal = np.full(n, np.nan)
-    if current.size:
-        current_plan = plan_codes[current]
-        has_plan = current_plan >= 0
-        plan[rows[current][has_plan]] = plan_labels[current_plan[has_plan]]
-        renewal[rows[current]] = _days(_next_monthly_anniversary(start[current], c) - c)
-
-    cols = {
-        "has_subscription": has_subscription.astype(np.int64),
-        "plan": plan,
-        "mrr": mrr_now,
-        "mrr_change_90d": mrr_now - mrr_then,
-        "plan_changes_365d": plan_changes,
-        "days_to_renewal": renewal,
-        "subscription_tenure_days": np.where(
-            first_start < _INT64_MAX, _days(c - first_start), np.nan
-        ),
-    }
-    return cols, first_start
-
-
-def _next_monthly_anniversary(start_ns: np.ndarray, c: int) -> np.ndarray:
-    """First monthly anniversary of ``start`` at or after ``c`` (day clipped to month length).
-
-    A subscription started on the 31st renews on the 30th in 30-day months and on the 28th or
-    29th in February, at the same time of day.
-    """
-    start = start_ns.view("datetime64[ns]")
-    start_month = start.astype("datetime64[M]")
-    day_start = start.astype("datetime64[D]")
-    day_of_month = (day_start - start_month.astype("datetime64[D]")).astype(np.int64)
-    time_of_day = start_ns - day_start.astype("datetime64[ns]").view(np.int64)
-    cutoff_month = np.datetime64(c, "ns").astype("datetime64[M]")
-
-    def anniversary(month: np.ndarray, dom: np.ndarray, tod: np.ndarray) -> np.ndarray:
-        month_first = month.astype("datetime64[D]")
-        days_in_month = ((month + 1).astype("datetime64[D]") - month_first).astype(np.int64)
-        day = month_first + np.minimum(dom, days_in_month - 1)
-        return day.astype("datetime64[ns]").view(np.int64) + tod
-
-    candidate_month = start_month + (cutoff_month - start_month)
-    candidate = anniversary(candidate_month, day_of_month, time_of_day)
-    late = candidate < c
-    candidate[late] = anniversary(candidate_month[late] + 1, day_of_month[late], time_of_day[late])
-    return candidate
+        present = values.dropna()
+        first = present.iloc[0] if len(present) else None
+        if isinstance(first, date) or (isinstance(first, str) and _ISO_DATE.match(first)):
+            parsed = pd.to_datetime(values, errors="coerce", utc=True)
+            if parsed.notna().sum() >= 0.9 * len(present):
+                stamps = parsed
+    if stamps is not None:
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        ns = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+        known = (ns != _INT64_MIN) & (ns < c)
+        return "_days", np.where(known, (c - ns) / NS_PER_DAY, np.nan)
+    text = values.astype(object)
+    present = text.dropna()
+    distinct = present.nunique()
+    if distinct > _ID_LIKE_MIN and distinct > _ID_LIKE_SHARE * len(present):
+        return None, np.empty(0)
+    return "", np.where(text.isna().to_numpy(), None, text.astype(str).to_numpy()).astype(object)

@@ -33,22 +33,29 @@ from sqlalchemy import exc as sa_exc
 from features.config import DataConfig, SourceConfig
 from features.contract import (
     CUSTOMERS_REQUIRED,
-    EVENTS_COLUMNS,
+    EVENT_ID,
+    EVENTS_KNOWN,
     EVENTS_REQUIRED,
-    SUBSCRIPTIONS_COLUMNS,
+    SUBSCRIPTIONS_ALIASES,
+    SUBSCRIPTIONS_KNOWN,
     SUBSCRIPTIONS_REQUIRED,
     TIMESTAMP_COLUMNS,
     DataContractError,
+    apply_aliases,
 )
 
 TableKind = Literal["events", "customers", "subscriptions"]
 
 #: Canonical columns read for each table; ``None`` means every column (customer attributes).
+#: Subscriptions also read the canonical aliases (``cancelled_at`` -> ``end_date``, ...).
 CONTRACT_COLUMNS: dict[str, tuple[str, ...] | None] = {
-    "events": EVENTS_COLUMNS,
+    "events": EVENTS_KNOWN,
     "customers": None,
-    "subscriptions": SUBSCRIPTIONS_COLUMNS,
+    "subscriptions": SUBSCRIPTIONS_KNOWN + tuple(SUBSCRIPTIONS_ALIASES),
 }
+
+#: Canonical aliases renamed after the column mapping, per table.
+ALIASES: dict[str, dict[str, str]] = {"subscriptions": SUBSCRIPTIONS_ALIASES}
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": EVENTS_REQUIRED,
@@ -59,9 +66,18 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 #: Columns read as strings from CSV whatever they look like: identifiers such as ``00123`` must
 #: not become the integer 123, and timestamps stay raw until validation parses them.
 _STRING_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": ("customer_id", "timestamp", "event_type", "category", "channel"),
+    "events": ("customer_id", "timestamp", "event_type", "category", "channel", EVENT_ID),
     "customers": ("customer_id", *TIMESTAMP_COLUMNS["customers"]),
-    "subscriptions": ("customer_id", "plan", *TIMESTAMP_COLUMNS["subscriptions"]),
+    "subscriptions": (
+        "customer_id",
+        "plan",
+        *TIMESTAMP_COLUMNS["subscriptions"],
+        *(
+            alias
+            for alias, name in SUBSCRIPTIONS_ALIASES.items()
+            if name in ("end_date", "term_end")
+        ),
+    ),
 }
 
 #: Names CRM exports commonly use for the canonical columns, used to suggest a column mapping.
@@ -98,7 +114,7 @@ _COMMON_SOURCE_NAMES: dict[str, tuple[str, ...]] = {
     "signup_date": ("created_at", "registration_date", "signup", "created", "join_date"),
     "plan": ("plan_name", "tier", "product"),
     "start_date": ("start", "started_at", "valid_from", "begin_date"),
-    "end_date": ("end", "ended_at", "valid_to", "cancelled_at", "churn_date"),
+    "end_date": ("end", "ended_at", "valid_to", "churn_date", "canceled_at"),
     "mrr": ("monthly_revenue", "monthly_fee", "price", "amount"),
 }
 
@@ -145,7 +161,9 @@ def load_table(source: SourceConfig, kind: TableKind) -> pd.DataFrame:
     else:
         frame = _read_sql(source, kind)
     # The frame is ours (just read): renaming in place avoids copying millions of rows.
-    frame.columns = [source.columns.get(column, column) for column in frame.columns]
+    frame.columns = apply_aliases(
+        [source.columns.get(column, column) for column in frame.columns], ALIASES.get(kind, {})
+    )
     if kind == "events" and source.event_type_mapping and "event_type" in frame.columns:
         frame["event_type"] = map_event_types(frame["event_type"], source.event_type_mapping)
     return frame

@@ -73,6 +73,7 @@ import pandas as pd
 
 from features.clv import BetaGeoModel, ConvergenceError, GammaGammaModel
 from features.config import FeatureParams
+from features.vocabulary import EventVocabulary
 
 __all__ = [
     "LIFECYCLE_STAGES",
@@ -147,6 +148,12 @@ class GlobalStats:
     clv_fit_customers: int = 0
     clv_note: str = ""
     cutoff: str | None = None
+    #: ``features.vocabulary.EventVocabulary.to_dict()`` of the per-type features (None: none)
+    vocabulary: dict[str, Any] | None = None
+
+    def event_vocabulary(self) -> EventVocabulary | None:
+        """The event vocabulary these statistics were computed with (None: no ``ev_*`` columns)."""
+        return None if self.vocabulary is None else EventVocabulary.from_dict(self.vocabulary)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (floats, lists, strings, None)."""

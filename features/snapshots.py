@@ -19,6 +19,7 @@ features, so no information from a later cutoff reaches an earlier snapshot.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pandas as pd
 
@@ -26,6 +27,7 @@ from features.config import FeatureParams, LabelParams
 from features.labels import build_labels
 from features.lifecycle import as_cutoff, compute_customer_features
 from features.segments import GlobalStats, apply_global_stats, fit_global_stats
+from features.vocabulary import EventVocabulary, fit_vocabulary
 
 __all__ = ["build_features", "build_snapshots", "stats_key"]
 
@@ -44,12 +46,20 @@ def build_features(
     params: FeatureParams,
     stats: GlobalStats | None = None,
     label_params: LabelParams | None = None,
+    vocabulary: EventVocabulary | None = None,
 ) -> tuple[pd.DataFrame, GlobalStats]:
     """Phases 1-3 at ``cutoff``: the full feature table (indexed by ``customer_id``) and stats.
 
-    ``stats`` given: phase 2 is skipped and those statistics are applied (returned unchanged).
+    ``stats`` given: phase 2 is skipped and those statistics are applied (returned unchanged),
+    with the event vocabulary they carry (a training run's columns). Otherwise the vocabulary
+    is ``vocabulary`` or, when None, fitted on the events before ``cutoff``
+    (``params.vocabulary``), and stored in the returned statistics.
     ``label_params`` defines ``is_active`` (default ``LabelParams()``).
     """
+    if stats is not None:
+        vocabulary = stats.event_vocabulary()
+    elif vocabulary is None:
+        vocabulary = fit_vocabulary(events, as_cutoff(cutoff), params.vocabulary)
     features = compute_customer_features(
         events,
         cutoff,
@@ -57,9 +67,12 @@ def build_features(
         subscriptions=subscriptions,
         params=params,
         label_params=label_params,
+        vocabulary=vocabulary,
     )
     if stats is None:
         stats = fit_global_stats(features, params)
+        if vocabulary is not None:
+            stats = replace(stats, vocabulary=vocabulary.to_dict())
     return apply_global_stats(features, stats, params), stats
 
 
@@ -94,6 +107,9 @@ def build_snapshots(
     :func:`stats_key` of each cutoff to the statistics used for it.
     """
     resolved = _cutoff_list(cutoffs)
+    # One vocabulary for every cutoff (the same columns), from what was known at the earliest:
+    # so no snapshot depends on later data, not even through which columns it has.
+    vocabulary = fit_vocabulary(events, resolved[0], feature_params.vocabulary)
     if data_end is None:
         data_end = events["timestamp"].max()
     data_end = pd.Timestamp(data_end)
@@ -114,6 +130,7 @@ def build_snapshots(
             subscriptions=subscriptions,
             params=feature_params,
             label_params=label_params,
+            vocabulary=vocabulary,
         )
 
     tables: list[pd.DataFrame] = []
@@ -127,6 +144,7 @@ def build_snapshots(
             params=feature_params,
             stats=shared_stats,
             label_params=label_params,
+            vocabulary=vocabulary,
         )
         stats_by_cutoff[stats_key(cutoff)] = stats
         population = pd.DataFrame(

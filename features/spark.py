@@ -44,7 +44,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,7 @@ from features.labels import build_labels
 from features.lifecycle import as_cutoff, compute_customer_features
 from features.segments import GlobalStats, apply_global_stats, fit_global_stats
 from features.snapshots import stats_key
+from features.vocabulary import EventVocabulary, select_vocabulary
 
 try:
     from pyspark import StorageLevel
@@ -457,6 +458,7 @@ class _Phase1Spec:
     customer_columns: tuple[str, ...] | None  # None: no customers table
     subscription_columns: tuple[str, ...] | None  # None: no subscriptions table
     data_end: pd.Timestamp | None = None  # labels are computed when given
+    vocabulary: EventVocabulary | None = None  # fitted once on the driver, never per bucket
 
     def compute(self, events_pdf: pd.DataFrame, side_pdf: pd.DataFrame | None) -> pd.DataFrame:
         events = _events_frame(events_pdf)
@@ -472,6 +474,7 @@ class _Phase1Spec:
                 subscriptions=subscriptions,
                 params=self.params,
                 label_params=self.label_params,
+                vocabulary=self.vocabulary,
             )
             columns = {"customer_id": features.index.to_numpy(dtype=object)}
             columns.update({name: features[name].to_numpy() for name in features})
@@ -556,6 +559,7 @@ def _phase1_frame(
         customer_columns=None if customer_columns is None else tuple(customer_columns),
         subscription_columns=None if subscription_columns is None else tuple(subscription_columns),
         data_end=spec.data_end,
+        vocabulary=spec.vocabulary,
     )
 
     def empty(frame: DataFrame) -> pd.DataFrame:
@@ -663,6 +667,39 @@ def fit_global_stats_spark(
         frame["cutoff"] = cutoff
         stats[stats_key(cutoff)] = fit_global_stats(frame, params)
     return stats
+
+
+def fit_vocabulary_spark(
+    events: DataFrame, before: pd.Timestamp, params: FeatureParams
+) -> EventVocabulary | None:
+    """``features.vocabulary.fit_vocabulary`` on Spark: one small aggregate per event type,
+    collected to the driver, then the same selection as the local engine."""
+    if not params.vocabulary.enabled:
+        return None
+    earlier = events.where(F.col("timestamp") < F.lit(int(as_cutoff(before).value)))
+    priced = (
+        F.count_if(F.col("amount").isNotNull())
+        if "amount" in events.columns
+        else F.lit(0).cast(T.LongType())
+    )
+    rows = (
+        earlier.groupBy("event_type")
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.countDistinct("customer_id").alias("customers"),
+            priced.alias("priced"),
+        )
+        .collect()
+    )
+    statistics = pd.DataFrame(
+        [(r["event_type"], r["events"], r["customers"], r["priced"]) for r in rows],
+        columns=["event_type", "events", "customers", "priced"],
+    ).set_index("event_type")
+    return select_vocabulary(statistics.astype(np.int64).sort_index(), params.vocabulary)
+
+
+def _with_vocabulary(stats: GlobalStats, vocabulary: EventVocabulary | None) -> GlobalStats:
+    return stats if vocabulary is None else replace(stats, vocabulary=vocabulary.to_dict())
 
 
 def _broadcast(spark: SparkSession, payload: dict[str, Any]) -> Any:
@@ -795,6 +832,7 @@ def build_snapshots_spark(
             raise ValueError("data_end is unknown: no events and no data_end given")
         data_end = pd.Timestamp(int(last), unit="ns")
     buckets = _resolve_buckets(crm, n_buckets, n_events)
+    vocabulary = fit_vocabulary_spark(crm.events, resolved[0], feature_params)
     spec = _Phase1Spec(
         cutoffs=tuple(resolved),
         params=feature_params,
@@ -802,6 +840,7 @@ def build_snapshots_spark(
         customer_columns=None,
         subscription_columns=None,
         data_end=pd.Timestamp(data_end),
+        vocabulary=vocabulary,
     )
     cached: list[DataFrame] = []
     shared: dict[str, GlobalStats] | None = None
@@ -818,6 +857,7 @@ def build_snapshots_spark(
             label_params=label_params,
             customer_columns=None,
             subscription_columns=None,
+            vocabulary=vocabulary,
         )
         stats_phase1, _ = _phase1_frame(crm, stats_spec, buckets, events_before=stats_at)
         if max_stats_customers is not None:  # two passes over it: count, then collect
@@ -828,14 +868,20 @@ def build_snapshots_spark(
             )
         finally:
             stats_phase1.unpersist()
-        shared = {stats_key(c): fitted[stats_key(stats_at)] for c in resolved}
+        shared = {
+            stats_key(c): _with_vocabulary(fitted[stats_key(stats_at)], vocabulary)
+            for c in resolved
+        }
     phase1, sample = _phase1_frame(crm, spec, buckets, events_before=None)
     phase1 = phase1.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(phase1)
     try:
-        stats = shared or fit_global_stats_spark(
-            phase1, resolved, feature_params, max_stats_customers=max_stats_customers
-        )
+        stats = shared or {
+            key: _with_vocabulary(value, vocabulary)
+            for key, value in fit_global_stats_spark(
+                phase1, resolved, feature_params, max_stats_customers=max_stats_customers
+            ).items()
+        }
         frame = _phase3_frame(phase1, sample, stats, feature_params)
     except BaseException:
         phase1.unpersist()
@@ -864,20 +910,29 @@ def build_features_spark(
     at = as_cutoff(cutoff)
     label_params = LabelParams() if label_params is None else label_params
     buckets = _resolve_buckets(crm, n_buckets, n_events)
+    vocabulary = (
+        stats.event_vocabulary()
+        if stats is not None
+        else fit_vocabulary_spark(crm.events, at, params)
+    )
     spec = _Phase1Spec(
         cutoffs=(at,),
         params=params,
         label_params=label_params,
         customer_columns=None,
         subscription_columns=None,
+        vocabulary=vocabulary,
     )
     phase1, sample = _phase1_frame(crm, spec, buckets, events_before=at)
     phase1 = phase1.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if stats is None:
-            fitted = fit_global_stats_spark(
-                phase1, [at], params, max_stats_customers=max_stats_customers
-            )
+            fitted = {
+                key: _with_vocabulary(value, vocabulary)
+                for key, value in fit_global_stats_spark(
+                    phase1, [at], params, max_stats_customers=max_stats_customers
+                ).items()
+            }
         else:
             fitted = {stats_key(at): stats}
         frame = _phase3_frame(phase1, sample, fitted, params)

@@ -12,11 +12,20 @@ data is usable, usable with warnings, or not usable:
   active customers who churn and who stay, under the configured churn definition;
 * missing-value shares per column and which event types the export covers.
 
-Churn is counted here with a small vectorised re-implementation of the label definition (see
-``features.config.LabelParams``) so this check stays independent of the labelling code; it only
-has to be right about orders of magnitude, but it follows the same windows:
-active = a qualifying event in [cutoff - active_window_days, cutoff); churner = active and no
-qualifying event in [cutoff + lead_days, cutoff + lead_days + horizon_days).
+Churners are counted with the training code itself, so the check and the training table agree
+exactly: at each cutoff the population is built as ``features.snapshots`` builds it (the
+customers with history before the cutoff and their ``is_active`` flag, from
+``features.lifecycle.compute_customer_features``) and labelled by
+``features.labels.build_labels``. Active customers are the churn-eligible ones (a qualifying
+event in the active window, or under ``churn_definition="subscription"`` an active
+subscription); churners and stayers are their churn labels 1 and 0. The label window is the
+training window (``LabelParams.for_training()``: ``training_horizon_days`` when set).
+
+Recommendations that change the cutoffs or the training window are only made when, applied,
+they leave at least :data:`MIN_MATURED_CUTOFFS` cutoffs with matured labels (training needs a
+train, a validation and a test cutoff); the setting is in the finding's
+``details["setting"]`` (``cutoffs``: ``last``/``count``/``every_days``, and ``labels``:
+``training_horizon_days`` when the window has to be shorter).
 
 Thresholds: a count below the minimum at a single cutoff is a warning (training pools the
 matured cutoffs); below the minimum over all matured cutoffs together, or no matured cutoff at
@@ -32,9 +41,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.config import LabelParams
+from features.config import FeatureParams, LabelParams
 from features.contract import EVENT_TYPES
 from features.files import jsonable
+from features.labels import build_labels, label_window
+from features.lifecycle import compute_customer_features
 
 Severity = Literal["error", "warning", "info"]
 Verdict = Literal["usable", "usable with warnings", "not usable"]
@@ -44,6 +55,18 @@ MISSING_SHARE_WARNING = 0.5
 
 #: Event columns that only apply to purchases: their missing share is measured on purchases.
 _PURCHASE_COLUMNS = ("amount", "quantity", "category")
+
+#: Training needs a train, a validation and a test cutoff with matured labels.
+MIN_MATURED_CUTOFFS = 3
+
+#: Recommended cutoff grids have at most this many cutoffs.
+MAX_RECOMMENDED_CUTOFFS = 12
+
+#: Cutoff spacing assumed when it cannot be read from the cutoffs given.
+DEFAULT_EVERY_DAYS = 30
+
+#: Recommended cutoffs are never closer together than this (unless configured closer).
+MIN_RECOMMENDED_EVERY_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -166,6 +189,7 @@ def assess_usability(
     min_negatives: int = 50,
     subscriptions: pd.DataFrame | None = None,
     data_end: pd.Timestamp | None = None,
+    every_days: int | None = None,
 ) -> UsabilityReport:
     """Check that the validated tables can support a trustworthy churn model at these cutoffs.
 
@@ -173,9 +197,14 @@ def assess_usability(
     ``features.validation``. ``subscriptions`` is needed only when
     ``labels.churn_definition == "subscription"``. ``data_end`` is the end of the observed
     history (the pipeline uses the day after the last event, as ``features.labels`` does);
-    without it, the last event's timestamp.
+    without it, the last event's timestamp. ``every_days`` is the spacing of recommended
+    cutoff grids (default: the spacing of ``cutoffs``, else 30 days).
     """
     cutoff_times = _normalise_cutoffs(cutoffs)
+    if every_days is None:
+        every_days = _spacing(cutoff_times)
+    scoring_labels = labels
+    labels = labels.for_training()
     findings: list[Finding] = []
     missing_shares = {"events": _missing_shares_events(events)}
     if customers is not None:
@@ -193,10 +222,26 @@ def assess_usability(
         )
         return _report(findings, (), events, 0, None, None, missing_shares, type_counts)
 
-    codes, n_customers = _customer_codes(events["customer_id"])
+    _, n_customers = _customer_codes(events["customer_id"])
     timestamps = events["timestamp"].to_numpy(dtype="datetime64[ns]")
     first_event, last_event = pd.Timestamp(timestamps.min()), pd.Timestamp(timestamps.max())
     observed_end = last_event if data_end is None else max(last_event, pd.Timestamp(data_end))
+    plans = _Plans(first_event, observed_end, labels, every_days)
+    if scoring_labels.training_horizon_days is not None:
+        findings.append(
+            Finding(
+                "training_horizon",
+                "info",
+                f"labels are counted on the training window of {labels.horizon_days} days "
+                f"(labels.training_horizon_days); churn is scored for "
+                f"{scoring_labels.horizon_days} days (labels.horizon_days)",
+                "the model learns churn within the training window: read its scores as that",
+                {
+                    "training_horizon_days": labels.horizon_days,
+                    "horizon_days": scoring_labels.horizon_days,
+                },
+            )
+        )
 
     if not cutoff_times:
         findings.append(
@@ -209,20 +254,15 @@ def assess_usability(
         )
         counts: tuple[CutoffCounts, ...] = ()
     else:
-        findings += _history_span(first_event, cutoff_times[0], labels)
+        findings += _history_span(first_event, cutoff_times[0], labels, plans)
         counts, churn_findings = _cutoff_counts(
-            events,
-            codes,
-            n_customers,
-            timestamps,
-            labels,
-            cutoff_times,
-            observed_end,
-            subscriptions,
+            events, labels, cutoff_times, observed_end, customers, subscriptions
         )
         findings += churn_findings
         findings += _customer_findings(counts, min_customers)
-        findings += _outcome_findings(counts, labels, observed_end, min_positives, min_negatives)
+        findings += _outcome_findings(
+            counts, labels, observed_end, min_positives, min_negatives, plans
+        )
     findings += _event_type_findings(type_counts, labels)
     findings += _missing_share_findings(missing_shares)
     if customers is not None and "customer_id" in customers.columns:
@@ -237,23 +277,27 @@ def count_churn_at_cutoffs(
     labels: LabelParams,
     cutoffs: Sequence[pd.Timestamp],
     subscriptions: pd.DataFrame | None = None,
+    *,
+    customers: pd.DataFrame | None = None,
+    data_end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Per cutoff: customers with history, active customers, churners and non-churners.
 
-    Churners/non-churners are NaN for cutoffs whose label window has not matured.
+    Counted as ``assess_usability`` counts them (the training population and
+    ``build_labels`` on the training window). Churners/non-churners are None for cutoffs whose
+    label window has not matured by ``data_end`` (default: the last event's timestamp).
     """
     if len(events) == 0:
         return pd.DataFrame(columns=[f.name for f in CutoffCounts.__dataclass_fields__.values()])
-    codes, n_customers = _customer_codes(events["customer_id"])
-    timestamps = events["timestamp"].to_numpy(dtype="datetime64[ns]")
+    _customer_codes(events["customer_id"])  # refuses raw tables with missing ids
+    last_event = pd.Timestamp(events["timestamp"].max())
+    observed_end = last_event if data_end is None else max(last_event, pd.Timestamp(data_end))
     counts, _ = _cutoff_counts(
         events,
-        codes,
-        n_customers,
-        timestamps,
-        labels,
+        labels.for_training(),
         _normalise_cutoffs(cutoffs),
-        pd.Timestamp(timestamps.max()),
+        observed_end,
+        customers,
         subscriptions,
     )
     return pd.DataFrame([asdict(c) for c in counts])
@@ -265,20 +309,14 @@ def count_churn_at_cutoffs(
 
 def _cutoff_counts(
     events: pd.DataFrame,
-    codes: np.ndarray,
-    n_customers: int,
-    timestamps: np.ndarray,
     labels: LabelParams,
     cutoffs: list[pd.Timestamp],
-    last_event: pd.Timestamp,
+    data_end: pd.Timestamp,
+    customers: pd.DataFrame | None,
     subscriptions: pd.DataFrame | None,
 ) -> tuple[tuple[CutoffCounts, ...], list[Finding]]:
+    """Population and churn labels at each cutoff, with the snapshot and label code."""
     findings: list[Finding] = []
-    first_seen = np.sort(
-        pd.Series(timestamps).groupby(codes).min().to_numpy(dtype="datetime64[ns]")
-    )
-    qualifying = _isin(events["event_type"], labels.qualifying_event_types)
-    q_codes, q_times = codes[qualifying], timestamps[qualifying]
     by_subscription = labels.churn_definition == "subscription"
     if by_subscription and subscriptions is None:
         findings.append(
@@ -290,36 +328,30 @@ def _cutoff_counts(
                 "configure data.subscriptions, or use churn_definition 'activity'",
             )
         )
-    data_end = last_event
-    if by_subscription and subscriptions is not None and len(subscriptions):
-        data_end = max(last_event, pd.Timestamp(subscriptions["start_date"].max()))
-
-    lead = pd.Timedelta(days=labels.lead_days)
-    horizon = pd.Timedelta(days=labels.horizon_days)
-    active_window = pd.Timedelta(days=labels.active_window_days)
+    tables = _CountingTables.of(events, customers, subscriptions)
     rows = []
-    for cutoff in cutoffs:  # a handful of cutoffs; each step is vectorised over the events
-        window_start, window_end = cutoff + lead, cutoff + lead + horizon
-        matured = window_end <= data_end
-        if by_subscription:
-            active, retained = _subscription_status(subscriptions, cutoff, window_end)
-        else:
-            active = _customers_with_events(
-                q_codes, q_times, cutoff - active_window, cutoff, n_customers
-            )
-            retained = _customers_with_events(
-                q_codes, q_times, window_start, window_end, n_customers
-            )
-        history = int(np.searchsorted(first_seen, cutoff.to_datetime64(), side="left"))
+    for cutoff in cutoffs:  # a handful of cutoffs
+        _, window_end = label_window(cutoff, labels)
+        population = tables.population(cutoff, labels)
+        active = population["is_active"].to_numpy(dtype=bool)
         churners = non_churners = None
-        if matured and active is not None:
-            churners = int(np.count_nonzero(active & ~retained))
-            non_churners = int(np.count_nonzero(active & retained))
+        matured = window_end <= data_end
+        if matured and not (by_subscription and subscriptions is None):
+            churn = build_labels(
+                tables.events,
+                cutoff,
+                population=population,
+                subscriptions=tables.subscriptions,
+                params=labels,
+                data_end=data_end,
+            )["churn_label"].to_numpy()
+            churners = int(np.count_nonzero(churn == 1))
+            non_churners = int(np.count_nonzero(churn == 0))
         rows.append(
             CutoffCounts(
                 cutoff=cutoff,
-                customers_with_history=history,
-                active_customers=0 if active is None else int(np.count_nonzero(active)),
+                customers_with_history=len(population),
+                active_customers=int(np.count_nonzero(active)),
                 label_window_end=window_end,
                 matured=bool(matured),
                 churners=churners,
@@ -329,39 +361,150 @@ def _cutoff_counts(
     return tuple(rows), findings
 
 
-def _customers_with_events(
-    codes: np.ndarray, times: np.ndarray, start: pd.Timestamp, end: pd.Timestamp, n: int
-) -> np.ndarray:
-    """Boolean per customer code: at least one of the events in [start, end)."""
-    in_window = (times >= start.to_datetime64()) & (times < end.to_datetime64())
-    flags = np.zeros(n, dtype=bool)
-    flags[codes[in_window]] = True
-    return flags
+@dataclass(frozen=True)
+class _CountingTables:
+    """The columns of the clean tables that decide population and churn, nothing more.
 
-
-def _subscription_status(
-    subscriptions: pd.DataFrame | None, cutoff: pd.Timestamp, window_end: pd.Timestamp
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per subscribed customer: subscribed at the cutoff, and still subscribed at window end.
-
-    Subscribed at t: a subscription started before t that has not ended by t (end NaT = open).
+    Features other than ``is_active`` are not needed, so the amounts, categories and customer
+    attributes are left out (phase 1 then skips their passes).
     """
-    if subscriptions is None or len(subscriptions) == 0:
-        return None, None
-    codes, _ = _customer_codes(subscriptions["customer_id"])
-    n = int(codes.max()) + 1
-    start = subscriptions["start_date"].to_numpy(dtype="datetime64[ns]")
-    end = subscriptions["end_date"].to_numpy(dtype="datetime64[ns]")
-    open_ended = np.isnat(end)
 
-    def subscribed(at: pd.Timestamp) -> np.ndarray:
-        t = at.to_datetime64()
-        covering = (start < t) & (open_ended | (end > t))
-        flags = np.zeros(n, dtype=bool)
-        flags[codes[covering]] = True
-        return flags
+    events: pd.DataFrame
+    customers: pd.DataFrame | None
+    subscriptions: pd.DataFrame | None
 
-    return subscribed(cutoff), subscribed(window_end)
+    @classmethod
+    def of(
+        cls,
+        events: pd.DataFrame,
+        customers: pd.DataFrame | None,
+        subscriptions: pd.DataFrame | None,
+    ) -> _CountingTables:
+        slim_events = events[["customer_id", "timestamp", "event_type"]]
+        slim_customers = None
+        if customers is not None and "signup_date" in customers.columns:
+            slim_customers = customers[["customer_id", "signup_date"]]
+        slim_subscriptions = None
+        if subscriptions is not None:
+            slim_subscriptions = pd.DataFrame(
+                {
+                    "customer_id": subscriptions["customer_id"],
+                    "plan": subscriptions.get("plan"),
+                    "start_date": subscriptions["start_date"],
+                    "end_date": (
+                        subscriptions["end_date"]
+                        if "end_date" in subscriptions
+                        else pd.Series(pd.NaT, index=subscriptions.index, dtype="datetime64[ns]")
+                    ),
+                    "mrr": (
+                        pd.to_numeric(subscriptions["mrr"]).fillna(0.0)
+                        if "mrr" in subscriptions
+                        else 0.0
+                    ),
+                },
+                index=subscriptions.index,
+            )
+        return cls(slim_events, slim_customers, slim_subscriptions)
+
+    def population(self, cutoff: pd.Timestamp, labels: LabelParams) -> pd.DataFrame:
+        """``customer_id`` and ``is_active`` of the customers with history before ``cutoff``."""
+        features = compute_customer_features(
+            self.events,
+            cutoff,
+            customers=self.customers,
+            subscriptions=self.subscriptions,
+            params=FeatureParams(),
+            label_params=labels,
+        )
+        return pd.DataFrame(
+            {
+                "customer_id": features.index.to_numpy(dtype=object),
+                "is_active": features["is_active"].to_numpy(dtype=bool),
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Recommended settings
+
+
+class _Plans:
+    """Cutoff grids (and, when needed, a shorter training window) that leave enough matured
+    cutoffs: every cutoff's label window ends by the end of the data."""
+
+    def __init__(
+        self,
+        first_event: pd.Timestamp,
+        data_end: pd.Timestamp,
+        labels: LabelParams,
+        every_days: int,
+    ) -> None:
+        self.first_day = first_event.ceil("D")
+        self.data_end = data_end
+        self.labels = labels
+        self.every_days = max(int(every_days), 1)
+
+    def grid(
+        self, horizon_days: int, min_history_days: int, min_every_days: int
+    ) -> dict[str, Any] | None:
+        """The longest grid (up to the maximum count) of matured cutoffs whose first cutoff has
+        ``min_history_days`` of history, ``every_days`` apart (closer, down to
+        ``min_every_days``, when the minimum count does not fit otherwise), or None."""
+        span = pd.Timedelta(days=self.labels.lead_days + horizon_days)
+        latest = (self.data_end - span).floor("D")
+        earliest = self.first_day + pd.Timedelta(days=min_history_days)
+        room = (latest - earliest).days
+        every = self.every_days
+        if room < (MIN_MATURED_CUTOFFS - 1) * every:
+            every = room // (MIN_MATURED_CUTOFFS - 1)
+            if every < max(min_every_days, 1):
+                return None
+        count = min(room // every + 1, MAX_RECOMMENDED_CUTOFFS)
+        return {"last": f"{latest:%Y-%m-%d}", "count": int(count), "every_days": int(every)}
+
+    def _history(self, horizon_days: int, strict: bool) -> int:
+        if strict:
+            return 2 * (horizon_days + self.labels.lead_days)
+        return self.labels.active_window_days
+
+    def suggest(self, *, strict_history: bool) -> dict[str, Any] | None:
+        """A setting with at least the minimum matured cutoffs, the first that exists of:
+
+        1. a cutoff grid at the configured training window, with the full history before the
+           first cutoff (twice lead + horizon); with ``strict_history`` False, then one with
+           only the active window of history;
+        2. the longest shorter training window (``labels.training_horizon_days``) that allows a
+           grid at the configured spacing, then one with cutoffs down to a week apart.
+
+        None when not even a one-day window does.
+        """
+        horizon = self.labels.horizon_days
+        closest = min(self.every_days, MIN_RECOMMENDED_EVERY_DAYS)
+        for strict in (True,) if strict_history else (True, False):
+            grid = self.grid(horizon, self._history(horizon, strict), closest)
+            if grid is not None:
+                return {"cutoffs": grid}
+        for min_every in dict.fromkeys((self.every_days, closest)):
+            for shorter in range(horizon - 1, 0, -1):
+                history = self._history(shorter, strict_history)
+                grid = self.grid(shorter, history, min_every)
+                if grid is not None:
+                    return {"cutoffs": grid, "labels": {"training_horizon_days": shorter}}
+        return None
+
+
+def _describe(setting: dict[str, Any]) -> str:
+    grid = setting["cutoffs"]
+    text = (
+        f"cutoffs: {{last: {grid['last']}, count: {grid['count']}, "
+        f"every_days: {grid['every_days']}}}"
+    )
+    if "labels" in setting:
+        text = (
+            f"labels.training_horizon_days: {setting['labels']['training_horizon_days']} and "
+            + text
+        )
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,13 +512,26 @@ def _subscription_status(
 
 
 def _history_span(
-    first_event: pd.Timestamp, first_cutoff: pd.Timestamp, labels: LabelParams
+    first_event: pd.Timestamp, first_cutoff: pd.Timestamp, labels: LabelParams, plans: _Plans
 ) -> list[Finding]:
     span_days = (first_cutoff - first_event) / pd.Timedelta(days=1)
     required_days = 2 * (labels.horizon_days + labels.lead_days)
-    details = {"history_days_before_first_cutoff": span_days, "required_days": required_days}
-    earliest = first_event.ceil("D") + pd.Timedelta(days=required_days)
-    advice = f"move the first cutoff to {earliest:%Y-%m-%d} or later, or load older history"
+    details: dict[str, Any] = {
+        "history_days_before_first_cutoff": span_days,
+        "required_days": required_days,
+    }
+    setting = plans.suggest(strict_history=True)
+    if setting is None:
+        advice = (
+            "load older history: no cutoff grid leaves enough history before its first cutoff "
+            f"and {MIN_MATURED_CUTOFFS} matured label windows"
+        )
+    else:
+        details["setting"] = setting
+        advice = (
+            f"use {_describe(setting)} (every cutoff has the history and a matured label "
+            "window), or load older history"
+        )
     if span_days <= 0:
         return [
             Finding(
@@ -430,12 +586,28 @@ def _outcome_findings(
     last_event: pd.Timestamp,
     min_positives: int,
     min_negatives: int,
+    plans: _Plans,
 ) -> list[Finding]:
     findings: list[Finding] = []
     matured = [c for c in counts if c.matured and c.churners is not None]
     pending = [c for c in counts if not c.matured]
+    setting = plans.suggest(strict_history=False)
+    suggestion = "" if setting is None else f"use {_describe(setting)}"
+    setting_details = {} if setting is None else {"setting": setting}
     if pending:
-        latest = last_event - pd.Timedelta(days=labels.horizon_days + labels.lead_days)
+        latest = (last_event - pd.Timedelta(days=labels.horizon_days + labels.lead_days)).floor("D")
+        if matured:
+            advice = (
+                "these cutoffs can be scored but not used for training; cutoffs for training "
+                f"must be on or before {latest:%Y-%m-%d}"
+            )
+        elif setting is not None:
+            advice = f"{suggestion} so that labels can be built"
+        else:
+            advice = (
+                f"load a longer history: not even a 1-day label window leaves "
+                f"{MIN_MATURED_CUTOFFS} matured cutoffs"
+            )
         findings.append(
             Finding(
                 "labels_not_matured",
@@ -443,29 +615,49 @@ def _outcome_findings(
                 f"label window not finished for {len(pending)} cutoff(s) "
                 f"({', '.join(f'{c.cutoff:%Y-%m-%d}' for c in pending)}): their windows end after "
                 f"the observed history ({last_event:%Y-%m-%d})",
-                (
-                    "these cutoffs can be scored but not used for training; cutoffs for training "
-                    f"must be on or before {latest:%Y-%m-%d}"
-                    if matured
-                    else f"add cutoffs on or before {latest:%Y-%m-%d} so that labels can be built"
-                ),
+                advice,
+                {} if matured else setting_details,
+            )
+        )
+    if 0 < len(matured) < MIN_MATURED_CUTOFFS:
+        findings.append(
+            Finding(
+                "few_matured_cutoffs",
+                "info",
+                f"only {len(matured)} cutoff(s) with matured labels; training needs "
+                f"{MIN_MATURED_CUTOFFS} (train, validation, test)",
+                suggestion or "load a longer history",
+                setting_details,
             )
         )
     if not matured:
         return findings
+    more = setting is not None and setting["cutoffs"]["count"] > len(matured)
+    earlier = (
+        f"add earlier cutoffs, i.e. {suggestion} ({setting['cutoffs']['count']} matured cutoffs "
+        f"instead of {len(matured)}), or lengthen the history"
+        if more
+        else "lengthen the history"
+    )
+    extra = setting_details if more else {}
     for name, attr, minimum, advice in (
         (
             "churners",
             "churners",
             min_positives,
-            "add earlier cutoffs or lengthen the history",
+            earlier,
         ),
         (
             "non-churners",
             "non_churners",
             min_negatives,
-            "add earlier cutoffs, or check the activity definition (qualifying_event_types, "
-            "active_window_days): almost every active customer churns",
+            f"{earlier}; or check the churn definition: almost every active customer churns"
+            + (
+                " (are end_date values cancellations, not scheduled term ends? those go to "
+                "term_end)"
+                if labels.churn_definition == "subscription"
+                else " (qualifying_event_types, active_window_days)"
+            ),
         ),
     ):
         values = {c.cutoff: getattr(c, attr) for c in matured}
@@ -480,7 +672,7 @@ def _outcome_findings(
                     f"only {total:,} {name} over all {len(matured)} matured cutoff(s), fewer "
                     f"than the {minimum:,} needed to train and evaluate a model",
                     advice,
-                    {"per_cutoff": {f"{k:%Y-%m-%d}": v for k, v in values.items()}},
+                    {"per_cutoff": {f"{k:%Y-%m-%d}": v for k, v in values.items()}, **extra},
                 )
             )
         elif short:
@@ -494,7 +686,7 @@ def _outcome_findings(
                     "warning",
                     f"{listed} (fewer than {minimum:,}; {total:,} over all matured cutoffs)",
                     advice,
-                    {"per_cutoff": {f"{k:%Y-%m-%d}": v for k, v in values.items()}},
+                    {"per_cutoff": {f"{k:%Y-%m-%d}": v for k, v in values.items()}, **extra},
                 )
             )
     return findings
@@ -626,6 +818,14 @@ def _normalise_cutoffs(cutoffs: Sequence[Any]) -> list[pd.Timestamp]:
             timestamp = timestamp.tz_convert("UTC").tz_localize(None)
         normalised.add(timestamp)
     return sorted(normalised)
+
+
+def _spacing(cutoffs: list[pd.Timestamp]) -> int:
+    """Days between consecutive cutoffs (the median), or the default for fewer than two."""
+    if len(cutoffs) < 2:
+        return DEFAULT_EVERY_DAYS
+    gaps = np.diff([c.value for c in cutoffs]) / 86_400e9
+    return max(int(round(float(np.median(gaps)))), 1)
 
 
 def _customer_codes(customer_id: pd.Series) -> tuple[np.ndarray, int]:

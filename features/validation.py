@@ -10,7 +10,16 @@ Two kinds of problem are told apart (see ``features.contract.DataContractError``
   always add up to the input rows.
 
 Some findings keep the rows and are only reported (mixed time zones converted to UTC, event
-types outside the canonical set, overlapping subscriptions).
+types outside the canonical set, overlapping subscriptions, identical events kept as real
+repeats).
+
+Identical events: rows equal in every column with the same ``event_id`` are one event exported
+twice and always quarantined (``duplicate_event_id``). Without an event id, identical rows follow
+``SourceConfig.duplicates``: ``drop`` quarantines them (``duplicate_event``); ``keep`` keeps them as
+repeated events (``repeated_events``, counted in the report); ``auto`` (the default) keeps them
+when the source is day-granular (every timestamp at midnight in the source's time zone, e.g.
+CDNOW: two identical orders on one day are two orders) and drops them otherwise, as for
+event-level exports with times of day.
 
 Everything is vectorised: validation runs on tables of tens of millions of events, so there are
 no per-row Python loops; work per distinct value (customer ids, event names) is done on the
@@ -36,13 +45,17 @@ from pandas.tseries.api import guess_datetime_format
 from features.config import DataConfig, SourceConfig
 from features.contract import (
     CUSTOMERS_REQUIRED,
+    EVENT_ID,
     EVENT_TYPES,
     EVENTS_COLUMNS,
+    EVENTS_KNOWN,
     EVENTS_OPTIONAL,
     EVENTS_REQUIRED,
-    SUBSCRIPTIONS_COLUMNS,
+    SUBSCRIPTIONS_ALIASES,
+    SUBSCRIPTIONS_KNOWN,
     SUBSCRIPTIONS_REQUIRED,
     DataContractError,
+    apply_aliases,
 )
 from features.files import jsonable, write_atomically
 from features.loading import RawCRM, missing_columns_error
@@ -223,7 +236,7 @@ def validate_events(
     check; ``now`` is the extraction time: later events are quarantined.
     """
     _check_unknown_policy(unknown_customers)
-    check = _TableCheck("events", raw, EVENTS_REQUIRED, EVENTS_COLUMNS, source)
+    check = _TableCheck("events", raw, EVENTS_REQUIRED, EVENTS_KNOWN, source)
     now = _extraction_time(now)
     clean: dict[str, Any] = {}
 
@@ -253,17 +266,14 @@ def validate_events(
             else _empty_categorical(len(raw))
         )
     check.report_absent_optional(EVENTS_OPTIONAL)
+    if EVENT_ID in raw.columns:
+        clean[EVENT_ID] = _as_categorical(raw[EVENT_ID])[0]
 
     if known_customers is not None:
         check.unknown_customers(customer_id, missing_id, known_customers, unknown_customers)
 
     frame = pd.DataFrame(clean, index=raw.index)
-    check.quarantine_duplicates(
-        frame,
-        list(EVENTS_COLUMNS),
-        "duplicate_event",
-        "exact duplicate of an earlier event (the first one is kept)",
-    )
+    _handle_identical_events(check, frame, "auto" if source is None else source.duplicates)
     return check.finish(frame)
 
 
@@ -302,9 +312,19 @@ def validate_subscriptions(
     unknown_customers: UnknownCustomers = "quarantine",
     now: pd.Timestamp | None = None,
 ) -> ValidationResult:
-    """Validate a subscriptions table: dates in order, non-negative MRR; overlaps are reported."""
+    """Validate a subscriptions table: dates in order, non-negative MRR; overlaps are reported.
+
+    The canonical aliases (``cancelled_at``, ``renewal_date``, ``quantity``, ``units``; see
+    ``features.contract``) are renamed first. The scheduled-term columns are kept only when the
+    source has them: ``term_end`` must parse and be after ``start_date``, ``bill_period_months``
+    must be a whole number >= 1, ``seats``/``price``/``discount`` non-negative numbers; a row that
+    breaks one is quarantined with the reason. Missing values there are allowed (unknown).
+    """
     _check_unknown_policy(unknown_customers)
-    check = _TableCheck("subscriptions", raw, SUBSCRIPTIONS_REQUIRED, SUBSCRIPTIONS_COLUMNS, source)
+    renamed = apply_aliases(list(raw.columns), SUBSCRIPTIONS_ALIASES)
+    if renamed != list(raw.columns):
+        raw = raw.set_axis(renamed, axis=1)
+    check = _TableCheck("subscriptions", raw, SUBSCRIPTIONS_REQUIRED, SUBSCRIPTIONS_KNOWN, source)
     now = _extraction_time(now)
     clean: dict[str, Any] = {}
     customer_id, missing_id = _as_categorical(raw["customer_id"])
@@ -324,17 +344,109 @@ def validate_subscriptions(
         (clean["end_date"] < clean["start_date"]).to_numpy(),
         "end_date is before start_date",
     )
+    clean.update(_subscription_terms(check, clean["start_date"]))
     if known_customers is not None:
         check.unknown_customers(customer_id, missing_id, known_customers, unknown_customers)
     frame = pd.DataFrame(clean, index=raw.index)
     check.quarantine_duplicates(
         frame,
-        list(SUBSCRIPTIONS_COLUMNS),
+        list(frame.columns),
         "duplicate_subscription",
         "exact duplicate of an earlier subscription row (first kept)",
     )
     _report_overlaps(check, frame)
     return check.finish(frame)
+
+
+def _subscription_terms(check: _TableCheck, start: pd.Series) -> dict[str, pd.Series]:
+    """The scheduled-term columns the source has, parsed; bad values quarantined."""
+    raw = check.raw
+    terms: dict[str, pd.Series] = {}
+    if "bill_period_months" in raw.columns:
+        period = check.non_negative_numbers(
+            "bill_period_months", negative_reason="bill_period_months is negative"
+        )
+        values = period.to_numpy()
+        with np.errstate(invalid="ignore"):
+            not_whole = ~np.isnan(values) & (values >= 0) & ((values < 1) | (values % 1 != 0))
+        check.quarantine(
+            "invalid_bill_period_months",
+            not_whole,
+            "bill_period_months must be a whole number of months, at least 1",
+        )
+        terms["bill_period_months"] = period
+    if "term_end" in raw.columns:
+        term_end = check.timestamps("term_end", required=False, now=None)
+        check.quarantine(
+            "term_end_not_after_start",
+            (term_end <= start).to_numpy(),
+            "term_end is not after start_date",
+        )
+        terms["term_end"] = term_end
+    for column in ("seats", "price"):
+        if column in raw.columns:
+            terms[column] = check.non_negative_numbers(
+                column, negative_reason=f"{column} is negative"
+            )
+    if "discount" in raw.columns:
+        terms["discount"] = check.non_negative_numbers(
+            "discount",
+            negative_reason="discount is negative (give it as a positive fraction or amount off)",
+        )
+    return terms
+
+
+def _handle_identical_events(check: _TableCheck, frame: pd.DataFrame, policy: str) -> None:
+    """Identical events: same event_id -> quarantined; no id -> by ``policy`` (module doc)."""
+    if policy not in ("auto", "drop", "keep"):
+        raise ValueError(f"duplicates must be 'auto', 'drop' or 'keep', not {policy!r}")
+    columns = list(EVENTS_COLUMNS) + ([EVENT_ID] if EVENT_ID in frame.columns else [])
+    identical = check.repeated_rows(frame, columns)
+    if not identical.any():
+        return
+    if EVENT_ID in frame.columns:
+        with_id = identical & frame[EVENT_ID].notna().to_numpy()
+        check.quarantine(
+            "duplicate_event_id",
+            with_id,
+            "exact duplicate of an earlier event with the same event_id (the first one is kept)",
+        )
+        identical &= ~with_id
+        if not identical.any():
+            return
+    day_granular = _is_day_granular(frame["timestamp"], ~check.bad(), check.timezone)
+    if policy == "keep" or (policy == "auto" and day_granular):
+        why = (
+            "duplicates: keep"
+            if policy == "keep"
+            else "the source is day-granular (every timestamp at midnight), so identical rows "
+            "are separate events of the same day; set duplicates: drop if they are not"
+        )
+        check.note(
+            "repeated_events",
+            "info",
+            "kept",
+            int(identical.sum()),
+            f"events identical to an earlier row kept as repeats ({why})",
+            mask=identical,
+        )
+        return
+    check.quarantine(
+        "duplicate_event",
+        identical,
+        "exact duplicate of an earlier event (the first one is kept)",
+    )
+
+
+def _is_day_granular(timestamps: pd.Series, usable: np.ndarray, timezone: str) -> bool:
+    """Every usable timestamp is at midnight in the source's time zone (no time of day)."""
+    values = timestamps[usable]
+    if len(values) == 0:
+        return False
+    if timezone != "UTC":
+        values = values.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
+    ns = values.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return bool((ns % (86_400 * 10**9) == 0).all())
 
 
 def write_quarantine(results: dict[str, ValidationResult], out_dir: Path) -> list[Path]:
@@ -538,7 +650,11 @@ class _TableCheck:
     def quarantine_duplicates(
         self, frame: pd.DataFrame, columns: list[str], code: str, reason: str
     ) -> None:
-        """Quarantine repeats among rows that pass every other check (the first is kept).
+        """Quarantine repeats among rows that pass every other check (the first is kept)."""
+        self.quarantine(code, self.repeated_rows(frame, columns), reason)
+
+    def repeated_rows(self, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+        """Rows equal on ``columns`` to an earlier row, among rows passing every other check.
 
         A 64-bit key of the first three columns (for events: customer, timestamp, event type)
         finds the few rows that may repeat, with one sort instead of a hash table over all
@@ -551,7 +667,7 @@ class _TableCheck:
         duplicated = np.zeros(self.rows, dtype=bool)
         if rows.size:
             duplicated[rows] = frame[columns].iloc[rows].duplicated(keep="first").to_numpy()
-        self.quarantine(code, duplicated, reason)
+        return duplicated
 
     def report_absent_optional(self, columns: Sequence[str]) -> None:
         absent = [column for column in columns if column not in self.raw.columns]

@@ -190,11 +190,23 @@ def check(
     customers: CustomersOption = None,
     subscriptions: SubscriptionsOption = None,
     horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
+    training_horizon_days: Annotated[
+        int | None, typer.Option(help="Shorter label window for training (default: horizon).")
+    ] = None,
 ) -> None:
     """Is there enough data for a trustworthy model? A verdict with recommendations."""
     from pipelines.flows import run_check
 
-    cfg = _config(config, events, customers, subscriptions, **{"labels.horizon_days": horizon_days})
+    cfg = _config(
+        config,
+        events,
+        customers,
+        subscriptions,
+        **{
+            "labels.horizon_days": horizon_days,
+            "labels.training_horizon_days": training_horizon_days,
+        },
+    )
     report = run_check(cfg)
     typer.echo(report.render(), err=True)
     _print_json(report.to_dict())
@@ -230,6 +242,9 @@ def snapshots(
     subscriptions: SubscriptionsOption = None,
     horizon_days: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
     lead_days: Annotated[int | None, typer.Option(help="Days between cutoff and window.")] = None,
+    training_horizon_days: Annotated[
+        int | None, typer.Option(help="Shorter label window for training (default: horizon).")
+    ] = None,
     engine: TableEngineOption = "local",
 ) -> None:
     """Training table: features and churn/up-sell/win-back labels stacked over cutoffs."""
@@ -242,7 +257,11 @@ def snapshots(
         events,
         customers,
         subscriptions,
-        **{"labels.horizon_days": horizon_days, "labels.lead_days": lead_days},
+        **{
+            "labels.horizon_days": horizon_days,
+            "labels.lead_days": lead_days,
+            "labels.training_horizon_days": training_horizon_days,
+        },
     )
     _print_json(run(cfg, out))
 
@@ -342,8 +361,10 @@ def score(
 
     Re-running a date replaces that date's rows (files atomically, the database table in one
     transaction). The latest list is also kept for the service (serving.risk_list_path).
+    Exits 2 without writing when no champion is found or nobody is in the churn population
+    at the date (no active customer, or no active subscription under subscription churn).
     """
-    from pipelines.scoring import run_score
+    from pipelines.scoring import NobodyToScoreError, run_score
     from pipelines.spark_flows import run_score_spark
     from serving.scoring import ChampionMissingError
 
@@ -357,7 +378,7 @@ def score(
             db_url,
             db_table,
         )
-    except ChampionMissingError as exc:
+    except (ChampionMissingError, NobodyToScoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     for warning in summary["warnings"]:

@@ -75,7 +75,28 @@ def resolve_cutoffs(cutoffs: CutoffConfig, data_end: pd.Timestamp, label_span_da
 
 
 def label_span_days(cfg: ProjectConfig) -> int:
+    """Lead plus the scoring horizon (``labels.horizon_days``): how far a score looks ahead."""
     return cfg.labels.lead_days + cfg.labels.horizon_days
+
+
+def training_label_span_days(cfg: ProjectConfig) -> int:
+    """Lead plus the training window (``labels.training_horizon_days`` or the horizon)."""
+    return cfg.labels.lead_days + cfg.labels.model_horizon_days
+
+
+def label_horizons(cfg: ProjectConfig) -> dict[str, int]:
+    """The label windows a training table was built with, as passed on to training.
+
+    ``training_horizon_days`` is the window of the table's labels (what the model learns);
+    ``horizon_days`` is the horizon churn is meant to be scored for. They differ when
+    ``labels.training_horizon_days`` is set because the scoring horizon cannot mature for enough
+    cutoffs. Stored in the training table's ``attrs["labels"]`` (see :func:`build_training_table`).
+    """
+    return {
+        "horizon_days": cfg.labels.horizon_days,
+        "training_horizon_days": cfg.labels.model_horizon_days,
+        "lead_days": cfg.labels.lead_days,
+    }
 
 
 def run_validate(
@@ -102,7 +123,7 @@ def run_check(
     from features.usability import assess_usability
 
     data = data or load_validated_data(cfg, now=now)
-    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
+    cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, training_label_span_days(cfg))
     return assess_usability(
         data.events,
         cfg.labels,
@@ -110,6 +131,7 @@ def run_check(
         customers=data.customers,
         subscriptions=data.subscriptions,
         data_end=data.data_end,
+        every_days=cfg.cutoffs.every_days,
     )
 
 
@@ -212,22 +234,28 @@ def build_training_table(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Snapshots (features + labels) and each cutoff's global statistics (by ``YYYY-MM-DD``).
 
-    ``cutoffs`` default to the configured ones (see :func:`resolve_cutoffs`).
+    ``cutoffs`` default to the configured ones (see :func:`resolve_cutoffs`), the grid ending at
+    the latest cutoff whose *training* window has matured. Labels use the training window
+    (``LabelParams.for_training()``: ``labels.training_horizon_days`` when set, else
+    ``horizon_days``); :func:`label_horizons` is stored in ``table.attrs["labels"]`` for the
+    training run.
     """
     from features.snapshots import build_snapshots
 
     data = data or load_validated_data(cfg, now=now)
     if cutoffs is None:
-        cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, label_span_days(cfg))
-    return build_snapshots(
+        cutoffs = resolve_cutoffs(cfg.cutoffs, data.data_end, training_label_span_days(cfg))
+    table, stats = build_snapshots(
         data.events,
         cutoffs,
         customers=data.customers,
         subscriptions=data.subscriptions,
         feature_params=cfg.features,
-        label_params=cfg.labels,
+        label_params=cfg.labels.for_training(),
         data_end=data.data_end,
     )
+    table.attrs["labels"] = label_horizons(cfg)
+    return table, stats
 
 
 def stats_of_test_cutoff(
@@ -274,6 +302,10 @@ def run_train(
     else:
         table, stats = build_training_table(cfg, now=now)
         source = describe_source(cfg)
+    # The label windows of the table (training window vs scoring horizon) for train(); a
+    # snapshot file written by `churn snapshots` carries its own (pandas keeps attrs in Parquet).
+    if "labels" not in table.attrs:
+        table.attrs["labels"] = label_horizons(cfg)
     configure_mlflow(cfg.training.mlflow)
     return train(
         cfg.training,

@@ -18,6 +18,12 @@ writes the risk list, ranked by expected value at risk:
 
 Global statistics (segment cut points, CLV fits) are refitted on the whole customer base at
 ``as_of``, exactly as training fits them per snapshot cutoff.
+
+Who gets a churn score: the customers whose ``is_active`` feature is true at ``as_of``, the
+same population the churn labels were built on (``labels.churn_definition``: a qualifying event
+in the active window, or an active subscription). A run in which nobody is in it would write an
+empty risk list; it fails instead with :class:`NobodyToScoreError` (``churn score`` exit 2),
+saying how many customers were seen and which rule was used, and writes nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from serving.decisions import is_missing
 __all__ = [
     "DB_COLUMN_TYPES",
     "INSERT_CHUNK_ROWS",
+    "NobodyToScoreError",
     "clear_risk_list_date",
     "insert_risk_list_rows",
     "replace_risk_list_rows",
@@ -84,6 +91,42 @@ DB_COLUMN_TYPES: dict[str, str] = {
 
 #: Rows per INSERT batch.
 INSERT_CHUNK_ROWS = 10_000
+
+
+class NobodyToScoreError(ValueError):
+    """No customer is in the churn population at the as-of date: the risk list would be empty."""
+
+
+def population_rule(cfg: ProjectConfig) -> str:
+    """The rule that puts a customer in the churn population, in words (for messages)."""
+    labels = cfg.labels
+    if labels.churn_definition == "subscription":
+        return (
+            "labels.churn_definition 'subscription': a subscription started before the date "
+            "and not ended before it"
+        )
+    kinds = "/".join(labels.qualifying_event_types) or "(none)"
+    return (
+        f"labels.churn_definition 'activity': a {kinds} event in the "
+        f"{labels.active_window_days} days before the date"
+    )
+
+
+def require_someone_to_score(scores: pd.DataFrame, cfg: ProjectConfig, as_of: date) -> None:
+    """Raise :class:`NobodyToScoreError` (one line) when no scored customer is active."""
+    scored = scores["status"].eq("scored")
+    if (scored & scores["is_active"].eq(True)).any():
+        return
+    subject = (
+        "has an active subscription"
+        if cfg.labels.churn_definition == "subscription"
+        else "is active"
+    )
+    raise NobodyToScoreError(
+        f"nobody to score as of {as_of}: none of the {len(scores):,} customers seen "
+        f"({int(scored.sum()):,} with history before that date) {subject} by the rule "
+        f"{population_rule(cfg)}; no risk list was written"
+    )
 
 
 def split_table_name(name: str) -> tuple[str | None, str]:
@@ -328,6 +371,7 @@ def run_score(
         category_shares=shares,
     )
     timings["score_s"] = time.perf_counter() - step
+    require_someone_to_score(scores, cfg, cutoff.date())
     table = risk_list_table(scores, models)
     scored_at = datetime.now(UTC)
 

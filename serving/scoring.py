@@ -734,7 +734,8 @@ def _gc_paused():
 def _is_active(frame: pd.DataFrame) -> np.ndarray:
     if "is_active" not in frame.columns:
         raise ValueError(
-            "feature rows need 'is_active' (activity in the active window before the cutoff): "
+            "feature rows need 'is_active' (the churn population of labels.churn_definition: "
+            "activity in the active window before the cutoff, or an active subscription): "
             "it decides between the churn and the win-back model"
         )
     column = frame["is_active"]
@@ -825,13 +826,17 @@ def _reasons(
     if rows.size == 0:
         return []
     top_k = max(cfg.reason_candidates, cfg.reasons_top_k)
-    output = model.predict(frame.iloc[rows], explain=True, top_k=top_k)
+    subset = frame.iloc[rows]
+    output = model.predict(subset, explain=True, top_k=top_k)
     readable = dict(model.readable_names)
+    # the whole row: whether a reason reads as a plausible risk depends on related columns
+    # (a count and its trend, the usual gap between purchases)
+    row_values = subset[[c for c in subset.columns if c in set(model.features)]].to_dict("records")
     result = []
-    for text in output["reasons"].to_numpy(dtype=object):
+    for text, row in zip(output["reasons"].to_numpy(dtype=object), row_values, strict=True):
         explained = json.loads(text) if isinstance(text, str) else []
         contributions = {r["feature"]: float(r["contribution"]) for r in explained}
-        values = {r["feature"]: r.get("value") for r in explained}
+        values = {**row, **{r["feature"]: r.get("value") for r in explained}}
         names = {**readable, **{r["feature"]: r["label"] for r in explained if r.get("label")}}
         result.append(
             reason_texts(

@@ -12,6 +12,7 @@ the labels and the label bookkeeping listed in ``NON_FEATURE_COLUMNS`` / ``is_la
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,11 @@ NON_FEATURE_COLUMNS: tuple[str, ...] = ("customer_id", "cutoff", "label_matured"
 MAX_CATEGORY_LEVELS = 50
 #: ... each seen at least this many times in training; rarer levels are scored as missing.
 MIN_CATEGORY_COUNT = 5
+#: A column whose most frequent value (missing counts as a value) fills this share of the
+#: training rows or more carries almost nothing: left out.
+NEAR_CONSTANT_SHARE = 0.999
+#: At most this many features reach the models (see :func:`select_features`).
+MAX_FEATURES = 300
 
 
 def is_label_column(name: str) -> bool:
@@ -197,10 +203,21 @@ class FeatureSpec:
         return tuple(f for f in self.features if self.kinds[f] != "categorical")
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, features: list[str]) -> FeatureSpec:
+    def fit(
+        cls,
+        train: pd.DataFrame,
+        features: list[str],
+        *,
+        label_column: str | None = None,
+        max_features: int = MAX_FEATURES,
+    ) -> FeatureSpec:
+        """Kinds and levels from the training rows, after :func:`select_features` when the
+        label column is given (the selection then reads training rows and labels only)."""
         from training.explain import readable_feature_names
 
-        kinds = {f: _kind_of(train[f]) for f in features}
+        kinds = {f: _kind_of(train[f]) for f in features}  # an unusable dtype fails first
+        if label_column is not None:
+            features = select_features(train, features, label_column, max_features).kept
         levels: dict[str, tuple[str, ...]] = {}
         for f in features:
             if kinds[f] != "categorical":
@@ -238,6 +255,106 @@ class FeatureSpec:
             categorical_levels={k: tuple(v) for k, v in data["categorical_levels"].items()},
             readable_names=dict(data.get("readable_names", {})),
         )
+
+
+@dataclass(frozen=True)
+class FeatureSelection:
+    """Which features were kept, and why each other one was left out."""
+
+    kept: list[str]
+    dropped: dict[str, str]
+
+
+def _value_codes(column: pd.Series) -> np.ndarray:
+    """Integer codes of a column's values, missing as its own value (-1)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+        codes, _ = pd.factorize(column.astype(object), use_na_sentinel=True)
+        return codes
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes
+
+
+def _comparable_values(column: pd.Series) -> np.ndarray:
+    """A column as one comparable array: numbers as float64 with one NaN bit pattern, anything
+    else as 64-bit hashes of its text (missing hashed as such)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+        text = (
+            column.astype(object)
+            .where(column.notna(), None)
+            .map(lambda v: "\x00missing" if v is None else str(v))
+        )
+        return pd.util.hash_pandas_object(text, index=False).to_numpy()
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(values), np.nan, values + 0.0)
+
+
+def _univariate_strength(column: pd.Series, y: np.ndarray) -> float:
+    """|ROC AUC - 0.5| of the column's values alone (missing ranked lowest; categories by their
+    positive rate), a model-free, sign-free measure of how much one column separates."""
+    from sklearn.metrics import roc_auc_score
+
+    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+        codes = _value_codes(column)
+        rates = pd.Series(y).groupby(codes).mean()
+        score = rates.reindex(codes).to_numpy(dtype=np.float64)
+    else:
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        score = np.where(np.isnan(values), -np.inf, values)
+        finite = score[np.isfinite(score)]
+        score = np.where(np.isneginf(score), (finite.min() - 1.0) if finite.size else 0.0, score)
+    if np.unique(y).size < 2:
+        return 0.0
+    return abs(float(roc_auc_score(y, score)) - 0.5)
+
+
+def select_features(
+    train: pd.DataFrame, features: list[str], label_column: str, max_features: int = MAX_FEATURES
+) -> FeatureSelection:
+    """Features worth a model's time, decided on the training rows only (never validation or
+    test rows, so the choice cannot leak them).
+
+    In order: (1) near-constant columns, whose most frequent value (missing included) fills at
+    least ``NEAR_CONSTANT_SHARE`` of the rows, are left out; (2) a column equal to an earlier
+    one on every training row (same values, same missing pattern) is left out as a duplicate,
+    the first in table order kept (so the canonical names win over generated ``ev_*`` ones);
+    (3) when more than ``max_features`` remain, the ``max_features`` with the largest
+    univariate |ROC AUC - 0.5| on the training labels stay, ties by table order. Width
+    matters: hundreds of generated per-event-type columns would otherwise dilute the tuner's
+    column sampling and the logistic baseline.
+    """
+    if max_features < 1:
+        raise ValueError(f"max_features must be at least 1, got {max_features}")
+    dropped: dict[str, str] = {}
+    survivors: list[str] = []
+    seen: dict[bytes, str] = {}
+    n = len(train)
+    for f in features:
+        codes = _value_codes(train[f])
+        if n and np.bincount(codes + 1).max() >= NEAR_CONSTANT_SHARE * n:
+            dropped[f] = "near-constant on the training rows"
+            continue
+        values = _comparable_values(train[f])
+        digest = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+        first = seen.get(digest)
+        if first is not None and np.array_equal(_comparable_values(train[first]), values):
+            dropped[f] = f"duplicate of {first} on the training rows"
+            continue
+        seen.setdefault(digest, f)
+        survivors.append(f)
+    if len(survivors) > max_features:
+        y = train[label_column].to_numpy(dtype=np.float64)
+        strength = {f: _univariate_strength(train[f], y) for f in survivors}
+        ranked = sorted(survivors, key=lambda f: (-strength[f], survivors.index(f)))
+        chosen = set(ranked[:max_features])
+        for f in survivors:
+            if f not in chosen:
+                dropped[f] = (
+                    f"beyond the {max_features}-feature cap (univariate |AUC-0.5| "
+                    f"{strength[f]:.4f})"
+                )
+        survivors = [f for f in survivors if f in chosen]
+    return FeatureSelection(kept=survivors, dropped=dropped)
 
 
 def encode_features(table: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -330,6 +447,7 @@ def build_task_data(
     purge_gap_days: int = 0,
     calibration_fraction: float = 0.5,
     seed: int = 0,
+    max_features: int = MAX_FEATURES,
 ) -> TaskData:
     """Eligible rows split by time, the feature spec fitted on training rows only."""
     split = split_by_time(table, label_column, purge_gap_days)
@@ -350,7 +468,7 @@ def build_task_data(
     features = feature_columns(table, exclude_features)
     if not features:
         raise DataContractError("the snapshot table has no feature columns")
-    spec = FeatureSpec.fit(train, features)
+    spec = FeatureSpec.fit(train, features, label_column=label_column, max_features=max_features)
     return TaskData(
         split=split,
         spec=spec,

@@ -51,6 +51,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -80,6 +81,7 @@ __all__ = [
     "default_report_columns",
     "detect_drift",
     "event_window",
+    "is_ageing_column",
     "numeric_noise_floor",
     "performance_report",
     "psi_score",
@@ -120,8 +122,19 @@ DEFAULT_INFORMATIONAL_FEATURES: tuple[str, ...] = (
     "rfm_f",  # quintiles of lifetime purchases and spend, with the reference's cut points
     "rfm_m",
     "rfm_score",
-    "days_to_renewal",  # position in the monthly billing cycle: moves with the day of month
+    "days_to_renewal",  # position in the billing cycle: moves with the cutoff's day of month
 )
+
+#: Generated columns that age the same way: lifetime counts and amounts of an export's own
+#: event types (``ev_<type>_total``, ``ev_<type>_amount_total``; the lifetime *rate*
+#: ``ev_<type>_per_day_total`` is comparable across dates and stays monitored) and the days
+#: since a date attribute (``attr_<name>_days``, e.g. an age).
+_AGEING_GENERATED = re.compile(r"^(ev_.+(?<!_per_day)_total|attr_.+_days)$")
+
+
+def is_ageing_column(name: str) -> bool:
+    """Whether a column moves with the calendar by construction (never raises the alarm)."""
+    return name in DEFAULT_INFORMATIONAL_FEATURES or bool(_AGEING_GENERATED.match(name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,7 +678,7 @@ def detect_drift(
             "column": column,
             "kind": kind,
             "threshold": threshold,
-            "informational": column in informational,
+            "informational": column in informational or bool(_AGEING_GENERATED.match(column)),
             "n_reference": len(ref_values),
             "n_current": len(cur_values),
             "missing_reference": missing_ref,

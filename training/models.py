@@ -24,7 +24,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from training.datasets import FeatureSpec
 
@@ -125,7 +125,7 @@ def predict_xgboost(booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:  # noq
 
 
 def build_logistic_regression(spec: FeatureSpec, imbalance_strategy: str, seed: int) -> Pipeline:
-    """Impute, scale and one-hot encode, then an L2 logistic regression.
+    """Impute, compress (arcsinh), scale and one-hot encode, then an L2 logistic regression.
 
     Takes the encoded matrix of ``datasets.encode_features`` (categoricals as pandas
     Categorical with the trained levels, missing as NaN); unseen levels encode as all zeros.
@@ -144,6 +144,13 @@ def build_logistic_regression(spec: FeatureSpec, imbalance_strategy: str, seed: 
                             SimpleImputer(
                                 strategy="median", add_indicator=True, keep_empty_features=True
                             ),
+                        ),
+                        # counts, rates and money are heavy-tailed: arcsinh reads them on a
+                        # log scale (and keeps sign and zero), so a handful of extreme rows do
+                        # not dominate hundreds of scaled columns
+                        (
+                            "compress",
+                            FunctionTransformer(np.arcsinh, feature_names_out="one-to-one"),
                         ),
                         ("scale", StandardScaler()),
                     ]

@@ -188,3 +188,35 @@ def test_duplicate_population_rows_are_an_error(events):
     population = pd.concat([POPULATION, POPULATION])
     with pytest.raises(ValueError, match="duplicate"):
         _labels(events, population=population)
+
+
+def test_subscription_population_from_the_features_matches_churn_eligibility(subscriptions):
+    from features.config import FeatureParams
+    from features.lifecycle import compute_customer_features
+
+    # "late" starts after the cutoff; "lapsed_payer" pays and has no qualifying event
+    events = _events(
+        [
+            ("ends", "2024-06-20", "visit", None, None),
+            ("visitor", "2024-06-25", "purchase", 5.0, "x"),
+            ("visitor", "2024-07-05", "visit", None, None),
+        ]
+    )
+    params = LabelParams(horizon_days=30, churn_definition="subscription")
+    features = compute_customer_features(
+        events, CUTOFF, subscriptions=subscriptions, params=FeatureParams(), label_params=params
+    )
+    population = pd.DataFrame(
+        {"customer_id": features.index, "is_active": features["is_active"].to_numpy()}
+    )
+
+    labels = _labels(events, params=params, population=population, subscriptions=subscriptions)
+
+    active = features["is_active"].astype(bool)
+    assert active.to_dict() == {
+        "ends": True, "lapsed_payer": True, "stays": True, "upgrades": True, "visitor": False,
+    }  # fmt: skip
+    assert (labels["churn_label"].notna() == active).all()
+    assert (labels["upsell_label"].notna() == active).all()
+    assert (labels["winback_label"].notna() == ~active).all()
+    assert labels.loc["visitor", "winback_label"] == 1.0  # not subscribed, came back

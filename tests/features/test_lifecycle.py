@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import lifecycle
+from features import arrays, lifecycle
 from features.config import FeatureParams, LabelParams
 from features.contract import EVENT_TYPES, DataContractError
 from features.lifecycle import compute_customer_features, core_aggregations
@@ -301,7 +301,7 @@ def test_matches_brute_force_reference(seed):
 def test_sorted_key_path_equals_bitmap_path(monkeypatch):
     events = random_events(3)
     bitmap = compute_customer_features(events, CUTOFF, params=PARAMS)
-    monkeypatch.setattr(lifecycle, "_BITMAP_MAX_CELLS", 0)
+    monkeypatch.setattr(arrays, "_BITMAP_MAX_CELLS", 0)
     keys = compute_customer_features(events, CUTOFF, params=PARAMS)
     pd.testing.assert_frame_equal(bitmap, keys)
 

@@ -82,6 +82,9 @@ def test_each_cutoff_has_its_own_stats(snapshots):
 
 def test_snapshot_rows_equal_build_features_at_that_cutoff(data, snapshots):
     table, stats = snapshots
+    # one event vocabulary for the whole table, fitted before its earliest cutoff
+    vocabulary = stats[CUTOFFS[1]].event_vocabulary()
+    assert vocabulary is not None and vocabulary == stats[CUTOFFS[0]].event_vocabulary()
     features, fitted = build_features(
         data.events,
         pd.Timestamp(CUTOFFS[1]),
@@ -89,6 +92,7 @@ def test_snapshot_rows_equal_build_features_at_that_cutoff(data, snapshots):
         subscriptions=data.subscriptions,
         params=FEATURE_PARAMS,
         label_params=LABEL_PARAMS,
+        vocabulary=vocabulary,
     )
     assert fitted == stats[CUTOFFS[1]]
     rows = table[table["cutoff"] == pd.Timestamp(CUTOFFS[1])].set_index("customer_id")

@@ -341,3 +341,165 @@ def test_churners_plus_stayers_are_the_active_customers(rows, lead_days) -> None
 
     assert counts["churners"] + counts["non_churners"] == counts["active_customers"]
     assert counts["active_customers"] <= counts["customers_with_history"]
+
+
+# --------------------------------------------------------------------------------------------
+# one implementation: the check counts what the training table holds
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crm():
+    from features.synthetic import GeneratorParams, generate_crm_data
+
+    data = generate_crm_data(GeneratorParams(n_customers=400, seed=5))
+    data_end = (data.events["timestamp"].max() + pd.Timedelta(days=1)).normalize()
+    return data, data_end
+
+
+SNAPSHOT_CUTOFFS = [pd.Timestamp(d) for d in ("2024-03-01", "2024-06-01", "2024-09-01")]
+
+
+@pytest.mark.parametrize("definition", ["activity", "subscription"])
+def test_check_counts_equal_the_labels_of_the_training_table(crm, definition) -> None:
+    from features.config import FeatureParams
+    from features.snapshots import build_snapshots
+
+    data, data_end = crm
+    labels = LabelParams(churn_definition=definition, horizon_days=90)
+    cutoffs = [*SNAPSHOT_CUTOFFS, data_end - days(30)]  # the last one has not matured
+
+    counts = count_churn_at_cutoffs(
+        data.events,
+        labels,
+        cutoffs,
+        data.subscriptions,
+        customers=data.customers,
+        data_end=data_end,
+    ).set_index("cutoff")
+    table, _ = build_snapshots(
+        data.events,
+        cutoffs,
+        customers=data.customers,
+        subscriptions=data.subscriptions,
+        feature_params=FeatureParams(),
+        label_params=labels,
+        data_end=data_end,
+    )
+
+    for cutoff, rows in table.groupby("cutoff"):
+        row = counts.loc[pd.Timestamp(cutoff)]
+        assert row["customers_with_history"] == len(rows)
+        assert row["active_customers"] == int(rows["is_active"].sum())
+        if rows["label_matured"].all():
+            assert row["churners"] == int((rows["churn_label"] == 1).sum())
+            assert row["non_churners"] == int((rows["churn_label"] == 0).sum())
+            assert row["churners"] > 0 and row["non_churners"] > 0
+        else:
+            assert pd.isna(row["churners"]) and not row["matured"]
+
+
+def test_subscription_churn_counts_subscribers_without_events(crm) -> None:
+    data, data_end = crm
+    labels = LabelParams(churn_definition="subscription", horizon_days=90)
+    no_qualifying = data.events[~data.events["event_type"].isin(["purchase", "visit"])]
+
+    counts = count_churn_at_cutoffs(
+        no_qualifying, labels, SNAPSHOT_CUTOFFS, data.subscriptions, data_end=data_end
+    )
+
+    assert (counts["active_customers"] > 0).all()
+    assert (counts["churners"] + counts["non_churners"] == counts["active_customers"]).all()
+
+
+# --------------------------------------------------------------------------------------------
+# recommendations leave enough matured cutoffs to train on
+# --------------------------------------------------------------------------------------------
+
+
+def _apply(setting: dict, labels: LabelParams) -> tuple[list[pd.Timestamp], LabelParams]:
+    from features.config import CutoffConfig
+
+    grid = setting["cutoffs"]
+    cutoffs = CutoffConfig(
+        last=pd.Timestamp(grid["last"]).date(), count=grid["count"], every_days=grid["every_days"]
+    ).resolve()
+    return [pd.Timestamp(c) for c in cutoffs], labels.model_copy(update=setting.get("labels", {}))
+
+
+@pytest.mark.parametrize(
+    "horizon_days, cutoffs",
+    [
+        (90, ["2023-02-01", "2023-03-03", "2023-04-02"]),  # too little history before them
+        (90, ["2025-05-01", "2025-06-01"]),  # label windows not matured
+        (273, ["2024-10-01"]),  # CDNOW-like: a long horizon and one matured cutoff
+        (365, ["2024-01-01", "2024-04-01"]),  # the horizon cannot mature with enough history
+        (700, ["2025-01-01"]),  # matures only with less history before the cutoffs
+        (850, ["2025-01-01"]),  # only a shorter training window can mature
+    ],
+)
+def test_every_recommended_setting_leaves_three_matured_cutoffs(crm, horizon_days, cutoffs):
+    from features.usability import MIN_MATURED_CUTOFFS
+
+    data, data_end = crm
+    labels = LabelParams(horizon_days=horizon_days)
+    cutoffs = [pd.Timestamp(c) for c in cutoffs]
+
+    report = assess_usability(
+        data.events, labels, cutoffs, customers=data.customers, data_end=data_end, **LOW
+    )
+
+    recommended = [f for f in report.findings if "setting" in f.details]
+    assert recommended, report.render()
+    for finding in recommended:
+        applied_cutoffs, applied_labels = _apply(finding.details["setting"], labels)
+        counts = count_churn_at_cutoffs(
+            data.events, applied_labels, applied_cutoffs, customers=data.customers,
+            data_end=data_end,
+        )  # fmt: skip
+        assert counts["matured"].sum() >= MIN_MATURED_CUTOFFS, (finding.code, finding.details)
+        assert f"count: {finding.details['setting']['cutoffs']['count']}" in (
+            finding.recommendation
+        )
+        again = assess_usability(
+            data.events,
+            applied_labels,
+            applied_cutoffs,
+            customers=data.customers,
+            data_end=data_end,
+            **LOW,
+        )
+        assert again.finding("labels_not_matured") is None
+        if finding.code == "history_span":
+            assert again.finding("history_span") is None, again.render()
+
+
+def test_a_horizon_that_cannot_mature_gets_a_shorter_training_window(crm) -> None:
+    data, data_end = crm
+
+    report = assess_usability(
+        data.events, LabelParams(horizon_days=850), [pd.Timestamp("2025-01-01")],
+        data_end=data_end, **LOW,
+    )  # fmt: skip
+
+    finding = report.finding("labels_not_matured")
+    assert finding.severity == "error"
+    assert "labels.training_horizon_days" in finding.recommendation
+    assert finding.details["setting"]["labels"]["training_horizon_days"] < 850
+
+
+def test_counts_use_the_training_window(crm) -> None:
+    data, data_end = crm
+    labels = LabelParams(horizon_days=400, training_horizon_days=90)
+
+    report = assess_usability(data.events, labels, SNAPSHOT_CUTOFFS, data_end=data_end, **LOW)
+    direct = count_churn_at_cutoffs(
+        data.events, LabelParams(horizon_days=90), SNAPSHOT_CUTOFFS, data_end=data_end
+    )
+
+    assert [c.churners for c in report.cutoffs] == direct["churners"].tolist()
+    assert all(c.matured for c in report.cutoffs)
+    assert report.finding("training_horizon").details == {
+        "training_horizon_days": 90,
+        "horizon_days": 400,
+    }

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from features.config import DataConfig, SourceConfig
 from features.contract import DataContractError
-from features.loading import RawCRM, load_crm_data
+from features.loading import RawCRM, load_crm_data, load_table
 from features.validation import (
     NoUsableRowsError,
     ValidationResult,
@@ -588,3 +588,186 @@ def test_crm_export_loads_and_validates_end_to_end(tmp_path: Path) -> None:
     assert clean["event_type"].tolist() == ["purchase", "visit", "visit"]
     assert clean["customer_id"].tolist() == ["00123", "00123", "A-7"]
     assert validated.events.quarantine["timestamp"].tolist() == ["x"]
+
+
+# --- subscription terms --------------------------------------------------------------------
+
+
+def test_scheduled_term_columns_are_parsed_and_kept() -> None:
+    raw = subscriptions_frame(
+        bill_period_months=["12", 6, None],
+        term_end=["2024-01-01", None, "2023-09-01"],
+        seats=[10, 3.0, None],
+        price=[1200.0, None, 290.0],
+        discount=[0.2, 0.0, None],
+    )
+
+    clean = validate_subscriptions(raw, now=NOW).clean
+
+    assert list(clean.columns) == [
+        "customer_id", "plan", "start_date", "end_date", "mrr",
+        "bill_period_months", "term_end", "seats", "price", "discount",
+    ]  # fmt: skip
+    assert clean["bill_period_months"].tolist()[:2] == [12.0, 6.0]
+    assert clean["term_end"].dtype == "datetime64[ns]"
+    assert clean["term_end"].iloc[0] == pd.Timestamp("2024-01-01")
+    assert clean["seats"].dtype == "float64" and clean["discount"].iloc[0] == 0.2
+
+
+def test_term_columns_are_absent_from_the_clean_table_when_the_source_lacks_them() -> None:
+    clean = validate_subscriptions(subscriptions_frame(), now=NOW).clean
+
+    assert list(clean.columns) == ["customer_id", "plan", "start_date", "end_date", "mrr"]
+
+
+def test_bad_term_values_are_quarantined_with_a_reason() -> None:
+    raw = subscriptions_frame(
+        customer_id=["a", "b", "c", "d", "e", "f", "ok"],
+        plan=["p"] * 7,
+        start_date=["2023-01-01"] * 7,
+        end_date=[None] * 7,
+        mrr=[10.0] * 7,
+        bill_period_months=["twelve", -1, 1.5, 0, 12, None, 12],
+        term_end=[None, None, None, None, "2022-12-01", None, "2024-01-01"],
+        seats=[1, 1, 1, 1, 1, -3, 1],
+    )
+
+    result = validate_subscriptions(raw, now=NOW)
+
+    reasons = dict(zip(result.quarantine["customer_id"], result.quarantine["reason"], strict=True))
+    assert reasons["a"] == "bill_period_months is not a number"
+    assert reasons["b"] == "bill_period_months is negative"
+    assert "whole number of months" in reasons["c"] and "whole number of months" in reasons["d"]
+    assert reasons["e"] == "term_end is not after start_date"
+    assert reasons["f"] == "seats is negative"
+    assert result.clean["customer_id"].tolist() == ["ok"]
+    assert result.report.problem("invalid_bill_period_months").count == 2
+
+
+def test_canonical_aliases_are_accepted() -> None:
+    raw = subscriptions_frame().rename(columns={"end_date": "cancelled_at"})
+    raw["renewal_date"] = ["2024-01-01", None, None]
+    raw["quantity"] = [5, 1, 2]
+
+    clean = validate_subscriptions(raw, now=NOW).clean
+
+    assert clean["end_date"].iloc[1] == pd.Timestamp("2023-12-31")
+    assert clean["term_end"].iloc[0] == pd.Timestamp("2024-01-01")
+    assert clean["seats"].tolist() == [5.0, 1.0, 2.0]
+
+
+def test_aliases_load_from_a_file_next_to_the_column_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "subscriptions.csv"
+    pd.DataFrame(
+        {
+            "account": ["a", "b"],
+            "plan": ["team", "team"],
+            "start_date": ["2024-01-01", "2024-02-01"],
+            "cancelled_at": [None, "2024-05-01"],
+            "mrr": [100, 100],
+            "licences": [10, 12],
+            "bill_period_months": [12, 1],
+        }
+    ).to_csv(path, index=False)
+    source = SourceConfig(path=str(path), columns={"account": "customer_id", "licences": "seats"})
+
+    raw = load_table(source, "subscriptions")
+    clean = validate_subscriptions(raw, source=source, now=NOW).clean
+
+    assert "end_date" in raw.columns and "seats" in raw.columns
+    assert clean["end_date"].iloc[1] == pd.Timestamp("2024-05-01")
+    assert clean["seats"].tolist() == [10.0, 12.0]
+    assert clean["bill_period_months"].tolist() == [12.0, 1.0]
+
+
+# --- identical events by the source's granularity ------------------------------------------
+
+
+def day_granular_orders(**columns: list) -> pd.DataFrame:
+    """Two identical orders on one day (as CDNOW has them) and a different one."""
+    frame = {
+        "customer_id": ["a", "a", "b"],
+        "timestamp": ["1997-01-01", "1997-01-01", "1997-01-02"],
+        "event_type": ["purchase", "purchase", "purchase"],
+        "amount": [10.0, 10.0, 5.0],
+    }
+    return events_frame(**{**frame, **columns})
+
+
+def test_identical_rows_of_a_day_granular_source_are_kept_and_counted() -> None:
+    result = validate(day_granular_orders())
+
+    assert len(result.clean) == 3 and result.quarantine.empty
+    problem = result.report.problem("repeated_events")
+    assert (problem.count, problem.action, problem.severity) == (1, "kept", "info")
+    assert "day-granular" in problem.reason
+    assert result.report.problem("duplicate_event") is None
+
+
+def test_day_granularity_is_judged_in_the_source_timezone() -> None:
+    source = SourceConfig(path="events.csv", timezone="Europe/Paris")
+
+    result = validate(day_granular_orders(), source=source)
+
+    assert result.clean["timestamp"].iloc[0] == pd.Timestamp("1996-12-31 23:00")
+    assert result.report.problem("repeated_events").count == 1
+
+
+def test_event_level_sources_still_quarantine_identical_rows_by_default() -> None:
+    raw = day_granular_orders(timestamp=["1997-01-01 10:00", "1997-01-01 10:00", "1997-01-02"])
+
+    result = validate(raw)
+
+    assert result.quarantine.index.tolist() == [1]
+    assert result.report.problem("duplicate_event").count == 1
+    assert result.report.problem("repeated_events") is None
+
+
+def test_duplicates_setting_overrides_the_granularity() -> None:
+    timed = day_granular_orders(timestamp=["1997-01-01 10:00", "1997-01-01 10:00", "1997-01-02"])
+
+    dropped = validate(day_granular_orders(), source=SourceConfig(path="e.csv", duplicates="drop"))
+    kept = validate(timed, source=SourceConfig(path="e.csv", duplicates="keep"))
+
+    assert dropped.report.problem("duplicate_event").count == 1 and len(dropped.clean) == 2
+    assert kept.report.problem("repeated_events").count == 1 and len(kept.clean) == 3
+    assert "duplicates: keep" in kept.report.problem("repeated_events").reason
+
+
+def test_rows_with_the_same_event_id_are_always_one_event() -> None:
+    raw = day_granular_orders(event_id=["o-1", "o-1", "o-2"])
+    keep = SourceConfig(path="e.csv", duplicates="keep")
+
+    result = validate(raw, source=keep)
+
+    assert result.quarantine.index.tolist() == [1]
+    assert result.report.problem("duplicate_event_id").count == 1
+    assert result.clean["event_id"].tolist() == ["o-1", "o-2"]
+
+
+def test_different_event_ids_make_identical_rows_different_events() -> None:
+    raw = day_granular_orders(
+        timestamp=["1997-01-01 10:00", "1997-01-01 10:00", "1997-01-02"],
+        event_id=["o-1", "o-2", "o-3"],
+    )
+
+    result = validate(raw, source=SourceConfig(path="e.csv", duplicates="drop"))
+
+    assert len(result.clean) == 3 and result.quarantine.empty
+
+
+def test_identical_rows_without_an_id_in_an_id_column_follow_the_setting() -> None:
+    raw = day_granular_orders(
+        timestamp=["1997-01-01 10:00", "1997-01-01 10:00", "1997-01-02"],
+        event_id=[None, None, "o-3"],
+    )
+
+    result = validate(raw)
+
+    assert result.report.problem("duplicate_event").count == 1
+    assert result.report.problem("duplicate_event_id") is None
+
+
+def test_unknown_duplicates_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="duplicates"):
+        SourceConfig(path="e.csv", duplicates="sometimes")

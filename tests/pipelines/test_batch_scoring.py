@@ -310,3 +310,116 @@ def test_cli_score_prints_the_summary(scoring_config, tmp_path, monkeypatch):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["out"] == str(out)
     assert len(pd.read_csv(out)) == summary["risk_list_rows"]
+
+
+# --------------------------------------------------------------------------------------------
+# who gets a churn score: the churn population of labels.churn_definition
+# --------------------------------------------------------------------------------------------
+
+
+def _subscription_config(scoring_config, output_dir):
+    cfg = scoring_config(output_dir)
+    labels = cfg.labels.model_copy(update={"churn_definition": "subscription"})
+    return cfg.model_copy(update={"labels": labels})
+
+
+def _subscribed_at(subscriptions: pd.DataFrame, as_of: pd.Timestamp) -> set[str]:
+    running = (subscriptions["start_date"] < as_of) & ~(subscriptions["end_date"] < as_of)
+    return set(subscriptions.loc[running, "customer_id"].astype(str))
+
+
+def test_subscription_churn_scores_subscribers_without_qualifying_events(
+    scoring_config, loaded, models, tmp_path
+):
+    from dataclasses import replace
+
+    cfg = _subscription_config(scoring_config, tmp_path / "output")
+    events = loaded.events[~loaded.events["event_type"].isin(["purchase", "visit"])]
+    data = replace(loaded, events=events.reset_index(drop=True))
+    out = tmp_path / "risk.parquet"
+
+    summary = run_score(cfg, None, out, data=data, models=models)
+
+    subscribed = _subscribed_at(loaded.subscriptions, data.data_end)
+    risk = pd.read_parquet(out)
+    assert summary["active"] == len(subscribed) > 0
+    assert set(risk["customer_id"].astype(str)) == subscribed
+    assert summary["risk_list_rows"] == len(subscribed)
+
+
+def _ended_subscriptions(loaded) -> tuple[pd.DataFrame, pd.Timestamp]:
+    as_of = loaded.data_end
+    subscriptions = loaded.subscriptions.copy()
+    subscriptions["end_date"] = subscriptions["start_date"] + pd.Timedelta(days=1)
+    return subscriptions[subscriptions["end_date"] < as_of].reset_index(drop=True), as_of
+
+
+def test_nobody_to_score_fails_without_writing(scoring_config, loaded, models, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.scoring import NobodyToScoreError
+
+    cfg = _subscription_config(scoring_config, tmp_path / "output")
+    subscriptions, as_of = _ended_subscriptions(loaded)
+    data = replace(loaded, subscriptions=subscriptions)
+    out = tmp_path / "risk.parquet"
+
+    with pytest.raises(NobodyToScoreError) as raised:
+        run_score(cfg, None, out, data=data, models=models)
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"nobody to score as of {as_of.date()}: none of the ")
+    assert "has an active subscription" in message and "'subscription'" in message
+    assert not out.exists()
+    assert not cfg.serving.risk_list_location(cfg.output_dir).exists()
+
+
+def test_cli_score_exits_2_with_one_line_when_nobody_is_active(
+    scoring_config, loaded, tmp_path, monkeypatch, capsys
+):
+    import yaml
+
+    from pipelines.cli import main
+
+    cfg = _subscription_config(scoring_config, tmp_path / "output")
+    subscriptions, _ = _ended_subscriptions(loaded)
+    subscriptions_file = tmp_path / "subscriptions.parquet"
+    subscriptions.to_parquet(subscriptions_file)
+    config_file = tmp_path / "churn.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    monkeypatch.delenv("CHURN_SCORE_DB_URL", raising=False)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["score", "--config", str(config_file), "--subscriptions", str(subscriptions_file)])
+
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exited.value.code == 2
+    assert len(errors) == 1 and errors[0].startswith("error: nobody to score as of ")
+    seen = {
+        str(c)
+        for table in (loaded.events, loaded.customers, subscriptions)
+        for c in table["customer_id"].unique()
+    }
+    assert f"none of the {len(seen):,} customers seen" in errors[0]
+
+
+def test_the_activity_rule_is_named_when_nobody_is_active():
+    from pipelines.config import ProjectConfig
+    from pipelines.scoring import NobodyToScoreError, require_someone_to_score
+
+    scores = pd.DataFrame(
+        {"status": ["scored", "scored", "no_history"], "is_active": [False, False, None]}
+    )
+
+    with pytest.raises(NobodyToScoreError) as raised:
+        require_someone_to_score(scores, ProjectConfig(), date(2024, 6, 1))
+
+    assert str(raised.value) == (
+        "nobody to score as of 2024-06-01: none of the 3 customers seen (2 with history before "
+        "that date) is active by the rule labels.churn_definition 'activity': a purchase/visit "
+        "event in the 90 days before the date; no risk list was written"
+    )
+    active = scores.assign(is_active=[True, False, None])
+    require_someone_to_score(active, ProjectConfig(), date(2024, 6, 1))  # no error

@@ -249,3 +249,29 @@ def test_score_prints_the_warnings_of_the_spark_flow(monkeypatch, capsys):
     code, payload, err = run_cli(capsys, "score", "--engine", "spark")
     assert code == 0 and payload["flow"] == "run_score_spark"
     assert "warning: a warning" in err
+
+
+def test_snapshots_can_train_on_a_shorter_window_than_the_horizon(generated, tmp_path, capsys):
+    out = tmp_path / "snapshots.parquet"
+    code, payload, _ = run_cli(
+        capsys, "snapshots", "--out", str(out),
+        "--events", str(generated / "events.parquet"),
+        "--horizon-days", "273", "--training-horizon-days", "92",
+    )  # fmt: skip
+    assert code == 0 and payload["rows"] > 0
+    table = pd.read_parquet(out)
+    assert table["label_matured"].all()  # the grid ends where the 92-day window matures
+    assert table.attrs["labels"] == {
+        "horizon_days": 273,
+        "training_horizon_days": 92,
+        "lead_days": 0,
+    }
+
+
+def test_a_training_window_longer_than_the_horizon_is_a_one_line_error(generated, capsys):
+    code, _, err = run_cli(
+        capsys, "check", "--events", str(generated / "events.parquet"),
+        "--horizon-days", "60", "--training-horizon-days", "92",
+    )  # fmt: skip
+    assert code == 2
+    assert "training_horizon_days" in err

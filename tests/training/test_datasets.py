@@ -13,6 +13,7 @@ from training.datasets import (
     build_task_data,
     encode_features,
     feature_columns,
+    select_features,
     split_by_time,
 )
 
@@ -120,7 +121,11 @@ def test_encoding_maps_unseen_levels_to_missing_and_keeps_level_order(churn_task
     encoded = encode_features(rows, spec)
     assert list(encoded["plan"].cat.categories) == list(spec.categorical_levels["plan"])
     assert encoded["plan"].isna().tolist() == [True, False, True]
-    assert encoded["is_active"].dtype == np.float64
+    # is_active is 1 on every churn-eligible row, so the selection leaves it out; without the
+    # selection (no label given) a boolean feature still encodes as float64
+    assert "is_active" not in spec.features
+    unselected = FeatureSpec.fit(churn_task_data.train, ["plan", "is_active"])
+    assert encode_features(rows, unselected)["is_active"].dtype == np.float64
 
 
 def test_encoding_refuses_missing_feature_columns(churn_task_data):
@@ -150,3 +155,54 @@ def test_a_categorical_without_any_training_level_is_left_out():
     spec = FeatureSpec.fit(train, ["plan", "recency_days", "country"])
     assert spec.features == ("recency_days", "country")
     assert encode_features(train, spec).columns.tolist() == ["recency_days", "country"]
+
+
+def _selection_table(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(float)
+    strong = y * 2.0 + rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "strong": strong,
+            "strong_copy": strong.copy(),
+            "weak": y * 0.3 + rng.normal(size=n),
+            "noise": rng.normal(size=n),
+            "constant": np.zeros(n),
+            "mostly_missing": np.where(np.arange(n) == 0, 1.0, np.nan),
+            "segment": np.where(y == 1, "gold", "silver").astype(object),
+            "churn_label": y,
+        }
+    )
+
+
+def test_selection_drops_near_constant_and_duplicate_columns_keeping_the_first() -> None:
+    table = _selection_table()
+    features = [c for c in table.columns if c != "churn_label"]
+    selection = select_features(table, features, "churn_label", max_features=100)
+    assert selection.kept == ["strong", "weak", "noise", "segment"]
+    assert selection.dropped["strong_copy"] == "duplicate of strong on the training rows"
+    assert "near-constant" in selection.dropped["constant"]
+    assert "near-constant" in selection.dropped["mostly_missing"]
+
+
+def test_selection_caps_by_univariate_strength_on_training_rows_only() -> None:
+    table = _selection_table()
+    features = ["noise", "weak", "strong", "segment"]
+    kept = select_features(table, features, "churn_label", max_features=2).kept
+    assert kept == ["strong", "segment"]  # table order among the chosen
+    # the spec applies it, and only training rows decide: build_task_data's validation and
+    # test rows never reach it
+    spec = FeatureSpec.fit(table, features, label_column="churn_label", max_features=2)
+    assert spec.features == ("strong", "segment")
+    flipped = table.assign(churn_label=1.0 - table["churn_label"])
+    assert select_features(flipped, features, "churn_label", max_features=2).kept == kept
+
+
+def test_task_data_selection_ignores_validation_and_test_rows(snapshots) -> None:
+    baseline = build_task_data(snapshots, "churn_label", seed=0)
+    later = snapshots["cutoff"] > max(baseline.split.train_cutoffs)
+    scrambled = snapshots.copy()
+    numeric = [c for c in baseline.spec.numeric if c != "is_active"]
+    rng = np.random.default_rng(1)
+    scrambled.loc[later, numeric] = rng.permutation(scrambled.loc[later, numeric].to_numpy())
+    assert build_task_data(scrambled, "churn_label", seed=0).spec == baseline.spec
