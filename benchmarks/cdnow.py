@@ -42,9 +42,9 @@ the question a production snapshot asks (``LabelParams.horizon_days`` is fixed t
 Model. ``training.train.train`` as in production: XGBoost tuned with Optuna (``--trials``,
 ``--time-budget``) on the validation cutoff, probability calibration on held-out validation
 customers, logistic-regression and naive-rule baselines, everything logged to an MLflow store in
-a temporary directory (``--mlflow-dir`` keeps it). Calibration is ``sigmoid`` (Platt) rather
-than the default isotonic: it is fitted on the 92-day validation window, so it cannot make the
-probabilities right for a 273-day window anyway, and unlike isotonic regression, whose plateaus
+a temporary directory (``--mlflow-dir`` keeps it). Calibration is ``sigmoid`` (Platt): it is
+fitted on the 92-day validation window, so it cannot make the probabilities right for a 273-day
+window anyway; like the default beta calibration, and unlike isotonic regression, whose plateaus
 tie customers, it keeps the model's ranking intact, which is what is compared here.
 
 Features: the standard feature set (``FeatureParams`` defaults, CLV horizon 273 days), including

@@ -153,10 +153,11 @@ def fit_risk_bands(
 
     ``high`` is the ``ceil(n * high_share)``-th largest score and ``medium`` the
     ``ceil(n * (high_share + medium_share))``-th largest, so with distinct scores exactly that
-    many customers are at or above each threshold. Ties (isotonic calibration produces steps)
-    move whole steps into the higher band: a band never splits customers with the same score.
-    If the medium cut falls on the same step as the high cut, ``medium`` becomes the next lower
-    distinct score, so the medium band is never empty while any lower score exists.
+    many customers are at or above each threshold. Ties (equal scores, e.g. from the optional
+    isotonic calibration) move whole steps into the higher band: a band never splits customers
+    with the same score. If the medium cut falls on the same step as the high cut, ``medium``
+    becomes the next lower distinct score, so the medium band is never empty while any lower
+    score exists.
 
     Raises ``ValueError`` for empty input, NaN/infinite or out-of-range values, shares outside
     (0, 1) or summing above 1, and when all scores are equal (no band can be drawn).
