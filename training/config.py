@@ -210,6 +210,16 @@ class TrainingConfig(_Frozen):
         ),
     )
 
+    refit_on_all_cutoffs: bool = Field(
+        True,
+        description=(
+            "After the held-out evaluation, the registered model is refitted on every matured "
+            "cutoff (training, validation and test) with the tuned parameters and rounds: the "
+            "latest customers are the most like the ones it will score. The reported metrics "
+            "stay those of the held-out model."
+        ),
+    )
+
     # --- evaluation and promotion -------------------------------------------------------
     backtest_cutoffs: int = Field(
         3,

@@ -127,11 +127,31 @@ def compare_with_champion(
     test_table: pd.DataFrame,
     y_test: np.ndarray,
     promote_when_comparison_fails: bool,
+    test_cutoff: pd.Timestamp | None = None,
 ) -> PromotionDecision:
-    """Score the current champion on the new test rows and decide."""
+    """Score the current champion on the new test rows and decide.
+
+    A champion refitted on cutoffs up to or past ``test_cutoff`` (its ``trained_through``
+    version tag) has seen these rows: scoring it there would flatter it, so its own held-out
+    score (the metric logged by its run) is compared instead, and the reason says so.
+    """
     champion_version = alias_version(client, name, CHAMPION)
     if champion_version is None:
         return decide_promotion(metric, challenger_score, None)
+    seen = _champion_saw(client, name, champion_version, test_cutoff)
+    if seen is not None:
+        held_out = _held_out_score(client, name, champion_version, metric)
+        if held_out is not None:
+            decision = decide_promotion(
+                metric, challenger_score, held_out, champion_version=champion_version
+            )
+            reason = decision.reason.replace(
+                "on the same test cutoff",
+                f"(the champion was trained through {seen}, so its own held-out score is used)",
+            )
+            return PromotionDecision(
+                decision.promote, reason, metric, challenger_score, held_out, champion_version
+            )
     try:
         champion_p = score_registered_model(f"models:/{name}@{CHAMPION}", test_table)
         champion_score = metric_value(metric, y_test, champion_p)
@@ -154,6 +174,31 @@ def compare_with_champion(
     return decide_promotion(
         metric, challenger_score, champion_score, champion_version=champion_version
     )
+
+
+#: Version tag: the latest cutoff whose rows the registered model was fitted on.
+TRAINED_THROUGH_TAG = "trained_through"
+
+
+def _champion_saw(
+    client: Any, name: str, version: str, test_cutoff: pd.Timestamp | None
+) -> str | None:
+    """The champion's ``trained_through`` date when it is on or after ``test_cutoff``."""
+    if test_cutoff is None:
+        return None
+    tags = client.get_model_version(name, version).tags or {}
+    trained_through = tags.get(TRAINED_THROUGH_TAG)
+    if trained_through and pd.Timestamp(trained_through) >= pd.Timestamp(test_cutoff):
+        return str(trained_through)
+    return None
+
+
+def _held_out_score(client: Any, name: str, version: str, metric: str) -> float | None:
+    run_id = (client.get_model_version(name, version).tags or {}).get("run_id")
+    if not run_id:
+        return None
+    value = client.get_run(run_id).data.metrics.get(metric)
+    return None if value is None else float(value)
 
 
 def register_version(

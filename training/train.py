@@ -32,12 +32,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from pydantic import BaseModel, ConfigDict
 
 from training.backtest import backtest_mlflow_metrics, run_backtest
 from training.calibration import ProbabilityCalibrator
 from training.config import TrainingConfig, configure_mlflow
-from training.datasets import TaskData, build_task_data, unseen_category_counts
+from training.datasets import (
+    TaskData,
+    build_task_data,
+    encode_features,
+    unseen_category_counts,
+)
 from training.evaluation import (
     baseline_metrics,
     choose_naive_baseline,
@@ -60,6 +66,7 @@ from training.models import (
     to_dmatrix,
 )
 from training.registry import (
+    TRAINED_THROUGH_TAG,
     apply_decision,
     compare_with_champion,
     register_version,
@@ -175,6 +182,23 @@ def run_params(cfg: TrainingConfig, task: str) -> dict[str, str]:
     params: dict[str, str] = {}
     _flatten("", tree, params)
     return params
+
+
+def refit_on_all_cutoffs(
+    data: TaskData, params: dict[str, Any], rounds: int, imbalance_strategy: str
+) -> xgb.Booster:
+    """The tuned model refitted on the training, validation and test rows together.
+
+    Same parameters and number of rounds as the held-out model (its early-stopped best), the
+    positive weight recomputed on all rows. The held-out model's calibrator is kept: the refit
+    sees more rows of the same kind with the same rounds, so its raw scores are on the same
+    scale, while no row is left to calibrate a new map on honestly.
+    """
+    rows = pd.concat([data.train, data.validation, data.test])
+    y = rows[data.label_column].to_numpy(dtype=np.int8)
+    fitted = {**params, "scale_pos_weight": positive_class_weight(y, imbalance_strategy)}
+    matrix = to_dmatrix(encode_features(rows, data.spec), y)
+    return xgb.train(fitted, matrix, num_boost_round=rounds)
 
 
 def label_horizon_note(horizons: dict[str, Any]) -> str | None:
@@ -513,6 +537,34 @@ def train(
 
         mlflow.log_metrics(metrics)
 
+        # --- the registered model: refitted on every matured cutoff --------------------
+        trained_through = data.split.validation_cutoff
+        if cfg.refit_on_all_cutoffs:
+            refit = refit_on_all_cutoffs(
+                data,
+                {**base_params, **tuning.params},
+                tuning.best_iteration + 1,
+                cfg.imbalance_strategy,
+            )
+            trained_through = data.split.test_cutoff
+            scorer = Scorer(
+                refit,
+                calibrator,
+                spec,
+                task=task,
+                label_column=task_cfg.label_column,
+                input_types=input_types,
+                default_top_k=cfg.explain_top_k,
+            )
+            fitted_on = [*split["train_cutoffs"], split["validation_cutoff"], test_day]
+            mlflow.set_tag(
+                "registered_model_fit",
+                f"refitted on cutoffs {fitted_on} with {refit.num_boosted_rounds()} rounds; "
+                "the metrics are the held-out model's",
+            )
+        else:
+            mlflow.set_tag("registered_model_fit", "the held-out model (training cutoffs only)")
+
         with tempfile.TemporaryDirectory() as tmp:
             tmp_dir = Path(tmp)
             # --- explanations and plots ----------------------------------------------------
@@ -600,7 +652,11 @@ def train(
             model_info.model_uri,
             model_name,
             run_id=run.info.run_id,
-            tags={"task": task, "test_cutoff": split["test_cutoff"]},
+            tags={
+                "task": task,
+                "test_cutoff": split["test_cutoff"],
+                TRAINED_THROUGH_TAG: trained_through.date().isoformat(),
+            },
         )
         decision = compare_with_champion(
             client,
@@ -610,6 +666,7 @@ def train(
             test_table=data.test,
             y_test=y_test,
             promote_when_comparison_fails=cfg.promote_when_comparison_fails,
+            test_cutoff=data.split.test_cutoff,
         )
         alias = apply_decision(client, model_name, version, decision)
         promotion_metrics = {f"challenger_{decision.metric}": decision.challenger_score}
