@@ -427,15 +427,19 @@ def train(
         calibrator = ProbabilityCalibrator(cfg.calibration_method).fit(
             predict_xgboost(booster, X_cal), y_cal
         )
-        scorer = Scorer(
-            booster,
-            calibrator,
-            spec,
-            task=task,
-            label_column=task_cfg.label_column,
-            input_types=input_types,
-            default_top_k=cfg.explain_top_k,
-        )
+
+        def scorer_of(model: xgb.Booster) -> Scorer:
+            return Scorer(
+                model,
+                calibrator,
+                spec,
+                task=task,
+                label_column=task_cfg.label_column,
+                input_types=input_types,
+                default_top_k=cfg.explain_top_k,
+            )
+
+        scorer = scorer_of(booster)
         raw_test = predict_xgboost(booster, X_test)
         p_test = calibrator.predict(raw_test)
 
@@ -547,15 +551,7 @@ def train(
                 cfg.imbalance_strategy,
             )
             trained_through = data.split.test_cutoff
-            scorer = Scorer(
-                refit,
-                calibrator,
-                spec,
-                task=task,
-                label_column=task_cfg.label_column,
-                input_types=input_types,
-                default_top_k=cfg.explain_top_k,
-            )
+            scorer = scorer_of(refit)
             fitted_on = [*split["train_cutoffs"], split["validation_cutoff"], test_day]
             mlflow.set_tag(
                 "registered_model_fit",
