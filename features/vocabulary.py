@@ -238,6 +238,28 @@ def _active_days_by_window(
     return out
 
 
+def _exposure_trend(
+    recent: np.ndarray, both: np.ndarray, tenure: np.ndarray, window: int
+) -> np.ndarray:
+    """log((1 + recent) / (1 + earlier)) with both windows scaled to full length by exposure.
+
+    A customer younger than two windows has not been seen for all of the earlier window (or
+    the export does not reach that far back); counting its empty days as silence would read
+    every young customer as "growing" and tie the trend to the customer's age. So each count
+    is divided by the days the customer was observed in its window and scaled back to the
+    window's length; with less than half the earlier window observed the trend is unknown
+    (NaN). Customers older than two windows get exactly the plain smoothed log-ratio.
+    """
+    w = float(window)
+    recent_days = np.clip(tenure, 0.0, w)
+    earlier_days = np.clip(tenure - w, 0.0, w)
+    earlier = np.maximum(both - recent, 0.0)
+    recent_full = recent * w / np.maximum(recent_days, 1.0)
+    earlier_full = earlier * w / np.maximum(earlier_days, 1.0)
+    trend = np.log1p(recent_full) - np.log1p(earlier_full)
+    return np.where(earlier_days >= 0.5 * w, trend, np.nan)
+
+
 def vocabulary_features(
     events: pd.DataFrame,
     *,
@@ -316,9 +338,9 @@ def vocabulary_features(
         out[f"{prefix}_days_since_last"] = np.where(
             last > _INT64_MIN, (cutoff_ns - last) / NS_PER_DAY, np.nan
         )
-        recent = count[:, col[trend]]
-        earlier = count[:, col[2 * trend]] - recent
-        out[f"{prefix}_trend_{trend}d"] = np.log1p(recent) - np.log1p(np.maximum(earlier, 0.0))
+        out[f"{prefix}_trend_{trend}d"] = _exposure_trend(
+            count[:, col[trend]], count[:, col[2 * trend]], tenure, trend
+        )
         longest = windows[-1]
         out[f"{prefix}_share_{longest}d"] = _safe_ratio(
             count[:, col[longest]], total_all[:, col[longest]]

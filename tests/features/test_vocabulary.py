@@ -94,6 +94,16 @@ def test_hand_computed_counts_rates_recency_trend_share_and_amounts() -> None:
             # customer b: old, active long ago
             ("b", "2023-01-10", "like"),
             ("b", "2024-01-10", "deal_won", 100.0),
+            # customer c: seen for 182 days, 1 like in the earlier 90 days and 2 in the latest
+            ("c", "2024-01-01", "post"),
+            ("c", "2024-03-01", "like"),
+            ("c", "2024-05-01", "like"),
+            ("c", "2024-06-01", "like"),
+            # customer d: seen for 152 days, so only 62 days of the earlier window are observed
+            ("d", "2024-01-31", "post"),
+            ("d", "2024-03-15", "like"),
+            ("d", "2024-05-01", "like"),
+            ("d", "2024-06-01", "like"),
         ]
     )
     params = VocabularyParams(min_customers=1, min_events=1, ratios=(("dislike", "like"),))
@@ -111,8 +121,17 @@ def test_hand_computed_counts_rates_recency_trend_share_and_amounts() -> None:
     assert a["ev_like_days_since_last"] == pytest.approx(
         (CUTOFF - pd.Timestamp("2024-06-28 12:00")).total_seconds() / 86400
     )
-    # trend: 4 likes in the last 90 days against 0 in the 90 before
-    assert a["ev_like_trend_90d"] == pytest.approx(math.log(5))
+    # trend: a has been seen for 61 days, less than half of the earlier 90-day window: unknown
+    # (its empty "before" would read as growth); c has two full windows; d's earlier count is
+    # scaled from the 62 days observed to 90
+    assert math.isnan(a["ev_like_trend_90d"])
+    assert rows.loc["c", "ev_like_trend_90d"] == pytest.approx(math.log(3 / 2))
+    d_earlier_days = rows.loc["d", "tenure_days"] - 90
+    assert d_earlier_days == pytest.approx(62)
+    assert rows.loc["d", "ev_like_trend_90d"] == pytest.approx(
+        math.log1p(2) - math.log1p(1 * 90 / d_earlier_days)
+    )
+    assert b["ev_like_trend_90d"] == 0.0  # nothing in either window
     assert a["ev_like_share_180d"] == pytest.approx(4 / 6)
     assert a["ev_deal_won_amount_30d"] == 250.0
     assert "ev_like_amount_30d" not in rows.columns  # likes carry no amounts
