@@ -107,10 +107,8 @@ so the working set stays a few 20M-row arrays.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -952,9 +950,11 @@ def _customer_attributes(
     A customer record whose signup date is at or after the cutoff did not exist at the cutoff,
     so its attributes are not used (NaN); records without a signup date are taken as known.
     Besides ``CUSTOMER_ATTRIBUTES`` (kept under their names), every other column the config
-    admits (:func:`declared_attributes`) becomes ``attr_<name>``: numbers and flags as floats,
-    strings as categories, dates as ``attr_<name>_days`` (days from the date to the cutoff; a
-    date at or after the cutoff is not known yet and reads NaN).
+    admits (:func:`declared_attributes`) becomes ``attr_<name>``, by dtype only
+    (:func:`_attribute_values`): numbers and flags as floats, datetime64 columns as
+    ``attr_<name>_days`` (days from the date to the cutoff; a date at or after the cutoff is not
+    known yet and reads NaN), anything else as text categories. ISO-date text and
+    identifier-like text are settled on the whole table by validation, never here.
     """
     assert rows is not None
     if rows.size and np.bincount(rows).max() > 1:
@@ -977,8 +977,6 @@ def _customer_attributes(
             cols[name] = column
     for name in declared_attributes(customers.columns, attribute_params or AttributeParams()):
         feature, values = _attribute_values(customers[name], c)
-        if feature is None:
-            continue
         column = np.full(n, np.nan if values.dtype != object else None, dtype=values.dtype)
         column[rows[existed]] = values[existed]
         cols[f"attr_{slugify(name)}{feature}"] = column
@@ -994,36 +992,23 @@ def declared_attributes(columns: Sequence[str], params: AttributeParams) -> list
     return [c for c in chosen if c not in set(params.exclude)]
 
 
-#: A text attribute with more distinct values than this share of its rows (and more than
-#: ``_ID_LIKE_MIN`` of them) is an identifier or free text (a name, an e-mail): not a feature.
-_ID_LIKE_SHARE = 0.5
-_ID_LIKE_MIN = 50
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+def _attribute_values(values: pd.Series, c: int) -> tuple[str, np.ndarray]:
+    """(column suffix, values) of one attribute, decided by its dtype alone.
 
-
-def _attribute_values(values: pd.Series, c: int) -> tuple[str | None, np.ndarray]:
-    """(column suffix, values) of one attribute; suffix None when it cannot be a feature."""
+    Numbers and flags are floats, datetime64 columns ``_days`` (days from the date to the
+    cutoff ``c``; NaN when missing or at/after the cutoff), any other dtype text categories
+    (``str``, None where missing). Nothing depends on which rows are given, so phase 1 stays
+    partition-safe: reading ISO-date text as dates and dropping identifier-like text are
+    decided once on the whole customers table by ``features.validation.validate_customers``.
+    """
     if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
         return "", values.to_numpy(dtype=np.float64, na_value=np.nan)
-    stamps = None
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         stamps = values
-    else:
-        present = values.dropna()
-        first = present.iloc[0] if len(present) else None
-        if isinstance(first, date) or (isinstance(first, str) and _ISO_DATE.match(first)):
-            parsed = pd.to_datetime(values, errors="coerce", utc=True)
-            if parsed.notna().sum() >= 0.9 * len(present):
-                stamps = parsed
-    if stamps is not None:
         if isinstance(stamps.dtype, pd.DatetimeTZDtype):
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         ns = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
         known = (ns != _INT64_MIN) & (ns < c)
         return "_days", np.where(known, (c - ns) / NS_PER_DAY, np.nan)
     text = values.astype(object)
-    present = text.dropna()
-    distinct = present.nunique()
-    if distinct > _ID_LIKE_MIN and distinct > _ID_LIKE_SHARE * len(present):
-        return None, np.empty(0)
     return "", np.where(text.isna().to_numpy(), None, text.astype(str).to_numpy()).astype(object)

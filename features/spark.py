@@ -28,6 +28,13 @@ a distributed job); it still refuses, with counts, rows the phase-1 function cou
 dates, or int64 nanoseconds: pandas writes nanosecond Parquet timestamps, which Spark 4 only
 reads with ``spark.sql.legacy.parquet.nanosAsLong`` (set by :func:`configure_session`) as
 int64. All times travel to Python as int64 nanoseconds, so no precision is lost on the way.
+Everything phase 1 reads locally reaches it: the subscriptions' scheduled term and seats
+(``SUBSCRIPTIONS_TERM_COLUMNS``, under the contract's aliases too), every customer attribute
+``features.attributes`` admits, by its type only (numbers and flags as double, dates and
+timestamps as times, text as strings: phase 1 reads attributes by dtype, so any bucketing gives
+the local result), and the events' ``quantity`` when the vocabulary counts it. The customers
+table is read as validation leaves it (``features.validation.validate_customers``, run once on
+the whole table): ISO-date text already converted to times, identifier-like text dropped.
 
 Phase 1 uses ``applyInArrow``, not ``applyInPandas``: a bucket arrives as Arrow tables whose
 string columns (ids, event types, categories, channels, plans...) are dictionary-encoded in Arrow
@@ -46,23 +53,29 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.config import FeatureParams, LabelParams
 from features.contract import (
     CUSTOMERS_KNOWN,
     EVENTS_REQUIRED,
     LABEL_COLUMNS,
-    SUBSCRIPTIONS_COLUMNS,
+    SUBSCRIPTIONS_ALIASES,
+    SUBSCRIPTIONS_KNOWN,
     SUBSCRIPTIONS_REQUIRED,
+    TIMESTAMP_COLUMNS,
     DataContractError,
+    apply_aliases,
 )
 from features.labels import build_labels
-from features.lifecycle import as_cutoff, compute_customer_features
+from features.lifecycle import as_cutoff, compute_customer_features, declared_attributes
 from features.segments import GlobalStats, apply_global_stats, fit_global_stats
 from features.snapshots import stats_key
 from features.vocabulary import EventVocabulary, select_vocabulary
@@ -92,12 +105,17 @@ __all__ = [
     "configure_session",
     "default_bucket_count",
     "fit_global_stats_spark",
+    "NANOSECOND_TIME_KEY",
+    "mark_nanosecond_times",
     "spark_schema_of",
     "spark_session",
 ]
 
-#: Event columns phase 1 and the labels read (``quantity`` is not used: not shuffled).
+#: Event columns phase 1 and the labels always read. ``quantity`` is kept by
+#: :func:`canonical_crm` too but only shuffled when the vocabulary counts it
+#: (``features.vocabulary.count_weight: quantity``).
 EVENT_COLUMNS_USED: tuple[str, ...] = (*EVENTS_REQUIRED, "amount", "category", "channel")
+_EVENT_COLUMNS_KEPT: tuple[str, ...] = (*EVENT_COLUMNS_USED, "quantity")
 
 #: Phase-1 columns ``features.segments.fit_global_stats`` reads (besides ``cutoff``).
 GLOBAL_STATS_COLUMNS: tuple[str, ...] = (
@@ -124,11 +142,14 @@ _ORIGIN = "_origin"
 _CUSTOMER_PREFIX = "c__"
 _SUBSCRIPTION_PREFIX = "s__"
 _LABEL_OUTPUT_COLUMNS: tuple[str, ...] = (*LABEL_COLUMNS, "label_matured")
-_TIME_COLUMNS = {
-    "events": ("timestamp",),
-    "customers": ("signup_date",),
-    "subscriptions": ("start_date", "end_date"),
-}
+#: Canonical columns that are numbers (double in Spark, float64 in pandas).
+_NUMBER_COLUMNS = frozenset(
+    {"amount", "quantity", "mrr", "bill_period_months", "seats", "price", "discount"}
+)
+#: Spark field metadata key marking an int64 column as nanosecond timestamps (pandas' Parquet
+#: timestamps, which Spark 4 reads as int64 with ``nanosAsLong``): see
+#: :func:`mark_nanosecond_times`.
+NANOSECOND_TIME_KEY = "churn.nanosecond_time"
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,40 +260,145 @@ def _time_ns(frame: DataFrame, name: str, table: str) -> Column:
 def _canonical_table(
     frame: DataFrame, table: str, required: Sequence[str], known: Sequence[str]
 ) -> DataFrame:
+    """The ``known`` columns the frame has, in that order, with their canonical types."""
+    _require(frame, table, required)
+    columns = []
+    for name in known:
+        if name not in frame.columns:
+            continue
+        if name in TIMESTAMP_COLUMNS[table]:
+            kind = "time"
+        elif name in _NUMBER_COLUMNS:
+            kind = "number"
+        else:
+            kind = "text"
+        columns.append(_typed(frame, name, table, kind))
+    return frame.select(*columns)
+
+
+def _require(frame: DataFrame, table: str, required: Sequence[str]) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataContractError(
             f"{table} table lacks required column(s) {missing}; it has {frame.columns}"
         )
+
+
+def _typed(frame: DataFrame, name: str, table: str, kind: str) -> Column:
+    if kind == "time":
+        return _time_ns(frame, name, table).cast(T.LongType()).alias(name)
+    if kind == "number":
+        return F.col(name).cast(T.DoubleType()).alias(name)
+    return F.col(name).cast(T.StringType()).alias(name)
+
+
+def _parquet_nanosecond_columns(frame: DataFrame) -> set[str]:
+    """Columns stored as nanosecond timestamps in the Parquet footer of the frame's first input
+    file (local files only; empty when the frame has no readable Parquet input)."""
+    try:
+        files = frame.inputFiles()
+    except Exception:  # not a file-based plan (or Spark Connect)
+        return set()
+    if not files:
+        return set()
+    parsed = urlparse(files[0])
+    if parsed.scheme not in ("", "file"):
+        return set()
+    try:
+        schema = pq.read_schema(url2pathname(parsed.path))
+    except (OSError, pa.ArrowException):
+        return set()
+    return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
+def mark_nanosecond_times(frame: DataFrame) -> DataFrame:
+    """The frame with its int64 columns that are pandas' nanosecond Parquet timestamps marked
+    (field metadata ``NANOSECOND_TIME_KEY``), so they stay times after column renames.
+
+    Spark 4 reads nanosecond timestamps as plain int64 (``nanosAsLong``); the known time
+    columns of the contract are read as times anyway, but a customer attribute such as
+    ``contract_signed`` could not be told from a number without its file's footer. Reads one
+    footer (local files only: on other file systems write such columns as Spark timestamps or
+    dates, or they are numbers).
+    """
+    nanos = _parquet_nanosecond_columns(frame)
+    marked = [
+        f.name
+        for f in frame.schema.fields
+        if f.name in nanos
+        and isinstance(f.dataType, T.LongType)
+        and not f.metadata.get(NANOSECOND_TIME_KEY)
+    ]
+    if not marked:
+        return frame
+    return frame.select(
+        *[
+            F.col(name).alias(name, metadata={NANOSECOND_TIME_KEY: True})
+            if name in marked
+            else F.col(name)
+            for name in frame.columns
+        ]
+    )
+
+
+def _attribute_kind(field: T.StructField) -> str:
+    """How a customers-table attribute travels: ``time`` (int64 ns), ``number`` (double) or
+    ``text`` (string), so that phase 1 reads it as it reads the local table's column."""
+    dtype = field.dataType
+    if isinstance(dtype, (T.DateType, T.TimestampType, T.TimestampNTZType)):
+        return "time"
+    if isinstance(dtype, T.LongType) and field.metadata.get(NANOSECOND_TIME_KEY):
+        return "time"
+    if isinstance(dtype, (T.NumericType, T.BooleanType)):
+        return "number"
+    return "text"
+
+
+def _canonical_customers(frame: DataFrame) -> DataFrame:
+    """Every column of the customers table, in its order: the contract's known columns as
+    before (``signup_date`` a time, the rest strings), every other column (an attribute) by its
+    type: numbers and flags as double, dates and timestamps as int64 nanoseconds, the rest as
+    strings."""
+    _require(frame, "customers", ("customer_id",))
+    frame = mark_nanosecond_times(frame)
     columns = []
-    for name in known:
-        if name not in frame.columns:
-            continue
-        if name in _TIME_COLUMNS[table]:
-            columns.append(_time_ns(frame, name, table).cast(T.LongType()).alias(name))
-        elif name in ("amount", "mrr"):
-            columns.append(F.col(name).cast(T.DoubleType()).alias(name))
+    for spark_field in frame.schema.fields:
+        name = spark_field.name
+        if name == "signup_date":
+            kind = "time"
+        elif name in CUSTOMERS_KNOWN:
+            kind = "text"
         else:
-            columns.append(F.col(name).cast(T.StringType()).alias(name))
+            kind = _attribute_kind(spark_field)
+        columns.append(_typed(frame, name, "customers", kind))
     return frame.select(*columns)
 
 
 def canonical_crm(
     events: DataFrame, customers: DataFrame | None = None, subscriptions: DataFrame | None = None
 ) -> SparkCRM:
-    """The columns the engine uses, with canonical types: ids and categories as strings,
-    money as double, times as int64 nanoseconds. Missing required columns are an error."""
+    """The columns the engine uses, with canonical types: ids, categories and text as strings,
+    money and other numbers as double, times as int64 nanoseconds. Missing required columns
+    are an error.
+
+    Events keep the contract's columns (``quantity`` too, shuffled only when the vocabulary
+    counts it). Customers keep every column: the contract's and the attributes
+    (``features.attributes`` picks among them later). Subscriptions keep
+    ``SUBSCRIPTIONS_KNOWN`` (the scheduled term and seats too: ``term_end`` a time, the others
+    numbers), after the contract's aliases (``cancelled_at``, ``renewal_date``, ``units``...).
+    """
     configure_session(events.sparkSession)
-    customer_columns = [*CUSTOMERS_KNOWN]
+    if subscriptions is not None:
+        subscriptions = subscriptions.toDF(
+            *apply_aliases(list(subscriptions.columns), SUBSCRIPTIONS_ALIASES)
+        )
     return SparkCRM(
-        events=_canonical_table(events, "events", EVENTS_REQUIRED, EVENT_COLUMNS_USED),
-        customers=None
-        if customers is None
-        else _canonical_table(customers, "customers", ("customer_id",), customer_columns),
+        events=_canonical_table(events, "events", EVENTS_REQUIRED, _EVENT_COLUMNS_KEPT),
+        customers=None if customers is None else _canonical_customers(customers),
         subscriptions=None
         if subscriptions is None
         else _canonical_table(
-            subscriptions, "subscriptions", SUBSCRIPTIONS_REQUIRED, SUBSCRIPTIONS_COLUMNS
+            subscriptions, "subscriptions", SUBSCRIPTIONS_REQUIRED, SUBSCRIPTIONS_KNOWN
         ),
     )
 
@@ -376,7 +502,7 @@ def _as_datetime(values: pd.Series) -> np.ndarray:
 
 
 def _events_frame(pdf: pd.DataFrame) -> pd.DataFrame:
-    columns = {name: pdf[name] for name in EVENT_COLUMNS_USED if name in pdf.columns}
+    columns = {name: pdf[name] for name in _EVENT_COLUMNS_KEPT if name in pdf.columns}
     columns["timestamp"] = _as_datetime(pdf["timestamp"])
     return pd.DataFrame(columns).reset_index(drop=True)
 
@@ -386,7 +512,11 @@ def _side_tables(
     customer_columns: Sequence[str] | None,
     subscription_columns: Sequence[str] | None,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Split the tagged side table of a bucket back into customers and subscriptions."""
+    """Split the tagged side table of a bucket back into customers and subscriptions.
+
+    Times arrive as int64 nanoseconds (the only int64 columns of the canonical customers and
+    subscriptions tables: numbers are double) and become naive datetime64[ns].
+    """
     if side is None:
         return None, None
     tables: list[pd.DataFrame | None] = []
@@ -402,20 +532,26 @@ def _side_tables(
         frame = {"customer_id": rows["customer_id"]}
         for name in names:
             values = rows[prefix + name]
-            frame[name] = _as_datetime(values) if name in _TIME_COLUMNS[origin] else values
+            is_time = pd.api.types.is_integer_dtype(values.dtype)
+            frame[name] = _as_datetime(values) if is_time else values
         tables.append(pd.DataFrame(frame).reset_index(drop=True))
     return tables[0], tables[1]
 
 
-def _side_table(crm: SparkCRM) -> tuple[DataFrame | None, list[str] | None, list[str] | None]:
+def _side_table(
+    crm: SparkCRM, attributes: Sequence[str] = ()
+) -> tuple[DataFrame | None, list[str] | None, list[str] | None]:
     """Customers and subscriptions as one table tagged by origin, columns prefixed by table.
 
-    Times are int64 nanoseconds with NaT as ``int64 min`` (a nullable int64 would reach pandas
-    as float64 and lose nanoseconds), so every time column is non-null.
+    Customers carry the contract's known columns and the given ``attributes``; subscriptions
+    every canonical column they have (the term and seat columns too). Times are int64
+    nanoseconds with NaT as ``int64 min`` (a nullable int64 would reach pandas as float64 and
+    lose nanoseconds), so every time column is non-null.
     """
     parts: list[tuple[str, str, DataFrame, list[str]]] = []
     if crm.customers is not None:
-        names = [c for c in crm.customers.columns if c != "customer_id"]
+        keep = {*CUSTOMERS_KNOWN, *attributes} - {"customer_id"}
+        names = [c for c in crm.customers.columns if c in keep]
         parts.append(("customers", _CUSTOMER_PREFIX, crm.customers, names))
     if crm.subscriptions is not None:
         names = [c for c in crm.subscriptions.columns if c != "customer_id"]
@@ -430,7 +566,7 @@ def _side_table(crm: SparkCRM) -> tuple[DataFrame | None, list[str] | None, list
         columns = [F.col("customer_id"), F.lit(origin).alias(_ORIGIN)]
         for field_origin, name, dtype in fields:
             target = _CUSTOMER_PREFIX if field_origin == "customers" else _SUBSCRIPTION_PREFIX
-            is_time = name in _TIME_COLUMNS[field_origin]
+            is_time = isinstance(dtype, T.LongType)  # canonical tables: times are the int64s
             if field_origin == origin:
                 value = F.coalesce(F.col(name), F.lit(_NAT_NS)) if is_time else F.col(name)
             else:
@@ -441,6 +577,17 @@ def _side_table(crm: SparkCRM) -> tuple[DataFrame | None, list[str] | None, list
     customer_names = parts[0][3] if parts[0][0] == "customers" else None
     subscription_names = parts[-1][3] if parts[-1][0] == "subscriptions" else None
     return side, customer_names, subscription_names
+
+
+def _attribute_columns(customers: DataFrame | None, params: FeatureParams) -> tuple[str, ...]:
+    """The customers-table attributes ``features.attributes`` admits, shipped to the buckets.
+
+    Chosen from the schema and the config only: how an attribute is read is its type
+    (:func:`_attribute_kind`), the same in every bucket, as in the local engine.
+    """
+    if customers is None:
+        return ()
+    return tuple(declared_attributes(customers.columns, params.attributes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,8 +606,10 @@ class _Phase1Spec:
     subscription_columns: tuple[str, ...] | None  # None: no subscriptions table
     data_end: pd.Timestamp | None = None  # labels are computed when given
     vocabulary: EventVocabulary | None = None  # fitted once on the driver, never per bucket
+    attributes: tuple[str, ...] = ()  # customer attribute columns shipped (config + schema)
 
     def compute(self, events_pdf: pd.DataFrame, side_pdf: pd.DataFrame | None) -> pd.DataFrame:
+        """The phase-1 rows (and labels) of a bucket."""
         events = _events_frame(events_pdf)
         customers, subscriptions = _side_tables(
             side_pdf, self.customer_columns, self.subscription_columns
@@ -551,15 +700,14 @@ def _phase1_frame(
     if events_before is not None:
         # Phase 1 ignores later events anyway; dropping them before the shuffle saves its cost.
         events = events.where(F.col("timestamp") < F.lit(int(events_before.value)))
-    side, customer_columns, subscription_columns = _side_table(crm)
-    spec = _Phase1Spec(
-        cutoffs=spec.cutoffs,
-        params=spec.params,
-        label_params=spec.label_params,
+    counted = spec.vocabulary is not None and spec.vocabulary.count_weight == "quantity"
+    used = (*EVENT_COLUMNS_USED, "quantity") if counted else EVENT_COLUMNS_USED
+    events = events.select(*[c for c in used if c in events.columns])
+    side, customer_columns, subscription_columns = _side_table(crm, spec.attributes)
+    spec = replace(
+        spec,
         customer_columns=None if customer_columns is None else tuple(customer_columns),
         subscription_columns=None if subscription_columns is None else tuple(subscription_columns),
-        data_end=spec.data_end,
-        vocabulary=spec.vocabulary,
     )
 
     def empty(frame: DataFrame) -> pd.DataFrame:
@@ -833,6 +981,7 @@ def build_snapshots_spark(
         data_end = pd.Timestamp(int(last), unit="ns")
     buckets = _resolve_buckets(crm, n_buckets, n_events)
     vocabulary = fit_vocabulary_spark(crm.events, resolved[0], feature_params)
+    attributes = _attribute_columns(crm.customers, feature_params)
     spec = _Phase1Spec(
         cutoffs=tuple(resolved),
         params=feature_params,
@@ -841,6 +990,7 @@ def build_snapshots_spark(
         subscription_columns=None,
         data_end=pd.Timestamp(data_end),
         vocabulary=vocabulary,
+        attributes=attributes,
     )
     cached: list[DataFrame] = []
     shared: dict[str, GlobalStats] | None = None
@@ -858,6 +1008,7 @@ def build_snapshots_spark(
             customer_columns=None,
             subscription_columns=None,
             vocabulary=vocabulary,
+            attributes=attributes,
         )
         stats_phase1, _ = _phase1_frame(crm, stats_spec, buckets, events_before=stats_at)
         if max_stats_customers is not None:  # two passes over it: count, then collect
@@ -922,6 +1073,7 @@ def build_features_spark(
         customer_columns=None,
         subscription_columns=None,
         vocabulary=vocabulary,
+        attributes=_attribute_columns(crm.customers, params),
     )
     phase1, sample = _phase1_frame(crm, spec, buckets, events_before=at)
     phase1 = phase1.persist(StorageLevel.MEMORY_AND_DISK)

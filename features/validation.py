@@ -61,7 +61,7 @@ from features.files import jsonable, write_atomically
 from features.loading import RawCRM, missing_columns_error
 
 Severity = Literal["error", "warning", "info"]
-Action = Literal["quarantined", "kept", "converted"]
+Action = Literal["quarantined", "kept", "converted", "dropped"]
 UnknownCustomers = Literal["quarantine", "keep"]
 
 #: Number of example rows kept per problem in the report.
@@ -285,7 +285,12 @@ def validate_customers(
 ) -> ValidationResult:
     """Validate a customers table: one row per customer id, parseable signup dates.
 
-    Attribute columns (country, acquisition channel, ...) are kept as they are.
+    Attribute columns (every column but ``customer_id`` and ``signup_date``) are kept as they
+    are, except for two decisions taken here, once on the whole table, because phase 1 runs
+    per partition and reads attributes by dtype only (``features.lifecycle._attribute_values``):
+    text columns of ISO dates (and columns of date objects) become datetime64 naive UTC, and
+    identifier-like text columns are dropped. Both are reported (see
+    :func:`_settle_customer_attributes`).
     """
     check = _TableCheck("customers", raw, CUSTOMERS_REQUIRED, None, source)
     now = _extraction_time(now)
@@ -301,7 +306,116 @@ def validate_customers(
         "duplicate_customer_id",
         "customer_id appears more than once (the first row is kept)",
     )
+    frame = _settle_customer_attributes(check, frame)
     return check.finish(frame)
+
+
+#: Attribute text holds dates when at least this share of its values are ISO dates.
+_ISO_DATE_SHARE = 0.9
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
+#: A text attribute with more distinct values than this share of its values (and more than
+#: ``_ID_LIKE_MIN`` of them) is an identifier or free text (a name, an e-mail): not a feature.
+_ID_LIKE_SHARE = 0.5
+_ID_LIKE_MIN = 50
+_ID_LIKE_REASON = "identifier-like text: not a feature, and it may be personal data"
+
+
+def _settle_customer_attributes(check: _TableCheck, frame: pd.DataFrame) -> pd.DataFrame:
+    """The customers frame with its attribute columns settled on the whole table.
+
+    Decided on the rows that pass every other check, applied to the whole column:
+
+    * text whose values are at least 90% ISO dates (``YYYY-MM-DD...``) becomes datetime64
+      naive UTC (offsets converted, values without one read as UTC); the other values become
+      NaT and are reported with their count (``unparseable_attribute_dates``). Columns of
+      date or datetime objects become datetime64 the same way;
+    * text with more distinct values than half its values and more than 50 is an identifier
+      or free text: the column is dropped and reported (``identifier_like_columns``).
+
+    Phase 1 then reads every attribute by its dtype, the same on any partition of the table.
+    """
+    usable = ~check.bad()
+    converted: dict[str, int] = {}
+    unparseable_counts: dict[str, int] = {}
+    unparseable = np.zeros(check.rows, dtype=bool)
+    dropped: dict[str, str] = {}
+    for name in frame.columns:
+        if name in ("customer_id", "signup_date"):
+            continue
+        values = frame[name]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+        elif values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        else:
+            continue  # numbers, flags, datetime64: phase 1 reads them by dtype
+        uniques = np.asarray(uniques, dtype=object)
+        present = (codes >= 0) & usable
+        n_present = int(present.sum())
+        if n_present == 0:
+            continue
+        kind = pd.api.types.infer_dtype(uniques, skipna=True)
+        if kind in ("date", "datetime"):
+            parsed = pd.to_datetime(pd.Series(uniques), errors="coerce", utc=True)
+        elif kind == "string":
+            texts = pd.Series(uniques, dtype=object)
+            iso = texts.str.match(_ISO_DATE).to_numpy(dtype=bool)
+            if np.bincount(codes[present], minlength=len(uniques))[iso].sum() < (
+                _ISO_DATE_SHARE * n_present
+            ):
+                distinct = np.unique(codes[present]).size
+                if distinct > _ID_LIKE_MIN and distinct > _ID_LIKE_SHARE * n_present:
+                    dropped[name] = (
+                        f"{_ID_LIKE_REASON} ({distinct:,} distinct values in {n_present:,} rows)"
+                    )
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = pd.to_datetime(
+                    texts.where(iso), format="ISO8601", errors="coerce", utc=True
+                )
+        else:
+            continue  # mixed objects: text in phase 1
+        stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        lookup = np.append(stamps, np.datetime64("NaT", "ns"))  # code -1 (missing) -> NaT
+        column = lookup[codes]
+        frame[name] = pd.Series(column, index=frame.index, name=name)
+        failed = (codes >= 0) & np.isnat(column) & usable
+        converted[name] = int(((codes >= 0) & ~np.isnat(column) & usable).sum())
+        if failed.any():
+            unparseable_counts[name] = int(failed.sum())
+            unparseable |= failed
+    if converted:
+        check.note(
+            "attribute_dates",
+            "info",
+            "converted",
+            sum(converted.values()),
+            f"attribute columns of dates read as dates (naive UTC): {list(converted)}",
+            details={"columns": converted},
+        )
+    if unparseable_counts:
+        check.note(
+            "unparseable_attribute_dates",
+            "warning",
+            "converted",
+            int(unparseable.sum()),
+            "values of date attribute columns that are not ISO dates (YYYY-MM-DD...), set to "
+            f"missing: {unparseable_counts}",
+            mask=unparseable,
+            details={"columns": unparseable_counts},
+        )
+    if dropped:
+        check.note(
+            "identifier_like_columns",
+            "warning",
+            "dropped",
+            len(dropped),
+            f"{_ID_LIKE_REASON}; column(s) dropped from the clean table: {list(dropped)}",
+            details={"columns": list(dropped), "reasons": dropped},
+        )
+        frame = frame.drop(columns=list(dropped))
+    return frame
 
 
 def validate_subscriptions(

@@ -39,6 +39,15 @@ list exactly; what is global is computed globally:
    bucket's count from step 3 -- the top k of a bucket under the same order are exactly its
    share of the global top N;
 5. the risk list is ranked globally (sorted, then numbered by partition offsets) and written.
+
+Who is scored follows ``is_active`` (``labels.churn_definition``) as in ``run_score``; when
+nobody is in that population at ``as_of`` (or nobody has history before it) the run fails
+before scoring with ``pipelines.scoring``'s ``NobodyToScoreError`` and message (``churn score``
+exits 2) and writes nothing.
+
+**Snapshots** (:func:`run_snapshots_spark`) are the training table of
+``pipelines.flows.build_training_table``: labels on the training window
+(``labels.training_horizon_days``), both horizons in the dataset's pandas ``attrs["labels"]``.
 """
 
 from __future__ import annotations
@@ -125,6 +134,11 @@ def read_spark_source(spark: Any, source: SourceConfig, table: str) -> Any:
         if "://" not in path and not Path(path).exists():
             raise FileNotFoundError(f"{table} source not found: {path}")
         frame = spark.read.parquet(path)
+    if table == "customers":
+        from features.spark import mark_nanosecond_times
+
+        # before the renames: the footer knows the columns by their names in the file
+        frame = mark_nanosecond_times(frame)
     if source.columns:
         frame = frame.withColumnsRenamed(dict(source.columns))
     if table == "events" and source.event_type_mapping and "event_type" in frame.columns:
@@ -165,9 +179,41 @@ def _is_local(target: str) -> bool:
     return scheme in ("", "file") or len(scheme) == 1
 
 
-def write_parquet_dataset(frame: Any, out: Path | str) -> str:
+#: The zero-row part file that carries a dataset's pandas ``attrs`` (see
+#: :func:`write_parquet_dataset`); sorts before Spark's ``part-00000-...`` files.
+ATTRS_PART_FILE = "part-0-attrs.parquet"
+
+
+def _write_attrs_part(directory: Path, attrs: Mapping[str, Any]) -> None:
+    """A zero-row Parquet file with the dataset's schema and ``attrs`` where pandas keeps them.
+
+    ``pandas.read_parquet`` of a directory takes the schema metadata of its first file in name
+    order (``PANDAS_ATTRS``: what ``DataFrame.to_parquet`` writes), so the dataset reads back
+    with ``attrs`` as the local engine's file does; Spark and other readers see no extra row.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in directory.glob("part-*") if p.name != ATTRS_PART_FILE)
+    if not parts:
+        return
+    schema = pq.read_schema(parts[0])
+    metadata = {**(schema.metadata or {}), b"PANDAS_ATTRS": json.dumps(dict(attrs)).encode()}
+    pq.write_table(
+        schema.empty_table().replace_schema_metadata(metadata), directory / ATTRS_PART_FILE
+    )
+
+
+def write_parquet_dataset(
+    frame: Any, out: Path | str, *, attrs: Mapping[str, Any] | None = None
+) -> str:
     """Write a Spark DataFrame as a Parquet dataset at ``out``; a local target is replaced in
-    one rename (written beside it first), so readers never see a half-written dataset."""
+    one rename (written beside it first), so readers never see a half-written dataset.
+
+    ``attrs`` (JSON-able) are stored as pandas stores ``DataFrame.attrs``, so
+    ``pandas.read_parquet(out).attrs`` gives them back (local targets only: a remote dataset
+    is written without them)."""
     target = str(out)
     if not target.endswith(_PARQUET_SUFFIXES):
         raise ValueError(
@@ -180,6 +226,8 @@ def write_parquet_dataset(frame: Any, out: Path | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     frame.write.mode("overwrite").parquet(str(staging))
+    if attrs:
+        _write_attrs_part(staging, attrs)
     previous = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
     try:
         if path.exists():
@@ -254,27 +302,37 @@ def run_snapshots_spark(
     n_buckets: int | None = None,
 ) -> dict[str, Any]:
     """``pipelines.flows.run_snapshots`` on Spark: the stacked training table as Parquet, each
-    cutoff's statistics beside it (``pipelines.flows.snapshot_stats_path``) for training."""
+    cutoff's statistics beside it (``pipelines.flows.snapshot_stats_path``) for training.
+
+    As ``pipelines.flows.build_training_table``: the default cutoff grid ends at the latest
+    cutoff whose *training* window has matured, labels use that window
+    (``LabelParams.for_training()``), and the dataset carries ``label_horizons(cfg)`` in its
+    pandas ``attrs["labels"]`` (read back by ``churn train --snapshots``)."""
     from pyspark.sql import functions as F
 
     from features.contract import LABEL_COLUMNS
     from features.spark import build_snapshots_spark
-    from pipelines.flows import label_span_days, resolve_cutoffs, snapshot_stats_path
+    from pipelines.flows import (
+        label_horizons,
+        resolve_cutoffs,
+        snapshot_stats_path,
+        training_label_span_days,
+    )
 
     spark = spark or spark_for_flows()
     crm, summary = load_spark_crm(cfg, spark)
-    cutoffs = resolve_cutoffs(cfg.cutoffs, summary.data_end, label_span_days(cfg))
+    cutoffs = resolve_cutoffs(cfg.cutoffs, summary.data_end, training_label_span_days(cfg))
     result = build_snapshots_spark(
         crm,
         cutoffs,
         feature_params=cfg.features,
-        label_params=cfg.labels,
+        label_params=cfg.labels.for_training(),
         data_end=summary.data_end,
         n_buckets=n_buckets,
         n_events=summary.n_events,
     )
     with result:
-        written = write_parquet_dataset(result.frame, out)
+        written = write_parquet_dataset(result.frame, out, attrs={"labels": label_horizons(cfg)})
     write_json({k: v.to_dict() for k, v in result.stats.items()}, snapshot_stats_path(out))
     table = spark.read.parquet(written)
     aggregates = []
@@ -738,16 +796,59 @@ def _insert_chunk(
     return insert_risk_list_rows(connection, sql_table, frame, as_of, scored_at)
 
 
-def _no_history_count(crm: Any, features: Any) -> int:
-    """Customers of the customers/subscriptions tables without history before the cutoff."""
-    known = None
+def _known_ids(crm: Any, events_from: pd.Timestamp | None = None) -> Any:
+    """Customer ids of the customers and subscriptions tables and of the events (only those
+    at or after ``events_from`` when given), not yet distinct."""
+    from pyspark.sql import functions as F
+
+    events = crm.events
+    if events_from is not None:
+        events = events.where(F.col("timestamp") >= F.lit(int(events_from.value)))
+    known = events.select("customer_id")
     for table in (crm.customers, crm.subscriptions):
         if table is not None:
-            ids = table.select("customer_id")
-            known = ids if known is None else known.unionByName(ids)
-    if known is None:
-        return 0
-    return known.distinct().join(features.select("customer_id"), "customer_id", "left_anti").count()
+            known = known.unionByName(table.select("customer_id"))
+    return known
+
+
+def _no_history_count(crm: Any, features: Any, cutoff: pd.Timestamp) -> int:
+    """Customers of any table without history before the cutoff (``serving.scoring``'s
+    ``no_history``): every customer with an event before it has a feature row, so the events
+    at or after it are the only ones to look at."""
+    known = _known_ids(crm, events_from=cutoff).distinct()
+    return known.join(features.select("customer_id"), "customer_id", "left_anti").count()
+
+
+def _has_history_before(crm: Any, cutoff: pd.Timestamp, events_before: int | None) -> bool:
+    """Whether any customer has history before the cutoff: an event, a signup or a
+    subscription start (``serving.scoring.score_events``' test)."""
+    from pyspark.sql import functions as F
+
+    if events_before is None or events_before > 0:
+        return True
+    before = F.lit(int(cutoff.value))
+    for table, column in ((crm.customers, "signup_date"), (crm.subscriptions, "start_date")):
+        usable = table is not None and column in table.columns
+        if usable and table.where(F.col(column) < before).limit(1).count():
+            return True
+    return False
+
+
+def _require_someone_to_score(
+    cfg: ProjectConfig, cutoff: pd.Timestamp, *, seen: int, with_history: int, active: int
+) -> None:
+    """``pipelines.scoring.require_someone_to_score`` from counts: the same
+    ``NobodyToScoreError`` (one line, ``churn score`` exits 2) when nobody is active."""
+    if active:
+        return
+    from pipelines.scoring import require_someone_to_score
+    from serving.scoring import STATUS_NO_HISTORY, STATUS_SCORED
+
+    # Only reached when it fails: 2 bytes per customer seen, for the message's counts.
+    codes = np.repeat(np.array([0, 1], dtype=np.int8), [with_history, seen - with_history])
+    statuses = pd.Categorical.from_codes(codes, categories=[STATUS_SCORED, STATUS_NO_HISTORY])
+    scores = pd.DataFrame({"status": statuses, "is_active": np.zeros(seen, dtype=bool)})
+    require_someone_to_score(scores, cfg, cutoff.date())
 
 
 def run_score_spark(
@@ -769,6 +870,7 @@ def run_score_spark(
     does when the list has at most ``service_copy_max_rows`` rows (it is collected to the
     driver); otherwise the summary says it was skipped.
     """
+    from pyspark.sql import functions as F
 
     from features.spark import build_features_spark
     from pipelines.scoring import split_table_name, update_service_risk_list
@@ -784,8 +886,9 @@ def run_score_spark(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     spark = spark or spark_for_flows()
-    crm, summary = load_spark_crm(cfg, spark)
-    cutoff = as_cutoff(pd.Timestamp(as_of)) if as_of is not None else summary.data_end
+    given = as_cutoff(pd.Timestamp(as_of)) if as_of is not None else None
+    crm, summary = load_spark_crm(cfg, spark, before=given)
+    cutoff = given if given is not None else summary.data_end
     if cutoff > summary.data_end:
         raise ValueError(
             f"as_of {cutoff.date()} is after the end of the data ({summary.data_end.date()}): "
@@ -798,6 +901,9 @@ def run_score_spark(
     timings["models_s"] = time.perf_counter() - step
 
     step = time.perf_counter()
+    if not _has_history_before(crm, cutoff, summary.n_events_before):
+        seen = _known_ids(crm).distinct().count()
+        _require_someone_to_score(cfg, cutoff, seen=seen, with_history=0, active=0)
     features = build_features_spark(
         crm,
         cutoff,
@@ -816,6 +922,18 @@ def run_score_spark(
     features.frame = features.frame.persist()
     features.cached.append(features.frame)
     try:
+        # nobody in the churn population (is_active, labels.churn_definition): fail as run_score
+        found = features.frame.agg(
+            F.count(F.lit(1)).alias("rows"), F.count_if(F.col("is_active")).alias("active")
+        ).first()
+        no_history = _no_history_count(crm, features.frame, cutoff)
+        _require_someone_to_score(
+            cfg,
+            cutoff,
+            seen=int(found["rows"]) + no_history,
+            with_history=int(found["rows"]),
+            active=int(found["active"]),
+        )
         flat, facts = score_features_spark(
             features.frame,
             _bought_pairs(crm.events, cutoff),
@@ -838,7 +956,6 @@ def run_score_spark(
             ],
             columns=["is_active", "risk_band", "suggested_action", "reasons_computed", "count"],
         )
-        no_history = _no_history_count(crm, features.frame)
         ranked, ordered, risk_rows = rank_risk_list(flat)
         timings["score_s"] = time.perf_counter() - step
 

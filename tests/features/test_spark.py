@@ -23,7 +23,7 @@ if shutil.which("java") is None:  # pragma: no cover - depends on the machine
 
 from pyspark.sql import types as T  # noqa: E402
 
-from features.config import FeatureParams, LabelParams  # noqa: E402
+from features.config import FeatureParams, LabelParams, VocabularyParams  # noqa: E402
 from features.contract import DataContractError  # noqa: E402
 from features.lifecycle import compute_customer_features  # noqa: E402
 from features.snapshots import build_features, build_snapshots, stats_key  # noqa: E402
@@ -295,6 +295,300 @@ def test_sampled_statistics_do_not_depend_on_partitioning(spark, crm_data):
 
 
 # --------------------------------------------------------------------------------------------
+# optional columns carried to phase 1: subscription terms, customer attributes, vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+def _both_engines(spark, directory, events, customers=None, subscriptions=None, renames=None):
+    """Write the tables as Parquet (as pandas writes them); the local engine gets pandas'
+    reading of the files, Spark its own (``renames``: per table, columns renamed in Spark
+    before ``canonical_crm``, e.g. to the contract's aliases)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    local, frames = {}, {}
+    for name, table in (
+        ("events", events),
+        ("customers", customers),
+        ("subscriptions", subscriptions),
+    ):
+        if table is None:
+            local[name], frames[name] = None, None
+            continue
+        path = directory / f"{name}.parquet"
+        table.to_parquet(path, index=False)
+        local[name] = pd.read_parquet(path)
+        frame = spark.read.parquet(str(path))
+        if renames and name in renames:
+            frame = frame.withColumnsRenamed(renames[name])
+        frames[name] = frame
+    crm = canonical_crm(frames["events"], frames["customers"], frames["subscriptions"])
+    return local, crm
+
+
+def _spark_features(crm, cutoff, params, label_params, n_buckets, stats=None):
+    from features.spark import build_features_spark
+
+    with build_features_spark(
+        crm, cutoff, params=params, label_params=label_params, n_buckets=n_buckets, stats=stats
+    ) as result:
+        return result.frame.toPandas().set_index("customer_id").sort_index(), result.stats
+
+
+@pytest.fixture(scope="module")
+def term_subscriptions(crm_data):
+    """The generated subscriptions with the scheduled term and seats of a B2B export: billing
+    every 1, 6 or 12 months (unknown on some rows: inferred from term_end, else monthly),
+    term_end on some rows (passed or not at the cutoff), seats, discount and price."""
+    subscriptions = crm_data.subscriptions.copy()
+    i = np.arange(len(subscriptions))
+    period = np.array([1.0, 6.0, 12.0])[i % 3]
+    period[i % 5 == 4] = np.nan
+    subscriptions["bill_period_months"] = period
+    term_months = np.nan_to_num(period, nan=12.0)
+    term_end = subscriptions["start_date"] + pd.to_timedelta(term_months * 30.44, unit="D")
+    subscriptions["term_end"] = term_end.where(i % 4 == 0)
+    subscriptions["seats"] = np.where(i % 6 == 5, np.nan, (i % 7 + 1).astype(np.float64))
+    subscriptions["price"] = np.where(i % 8 == 0, subscriptions["mrr"] * term_months * 0.9, np.nan)
+    subscriptions["discount"] = np.where(i % 3 == 1, 0.2, 0.0)
+    return subscriptions
+
+
+def test_subscription_terms_and_seats_match_local_engine(
+    spark, crm_data, term_subscriptions, tmp_path
+):
+    """bill_period_months, term_end, seats, price and discount reach phase 1 (under the
+    contract's aliases ``renewal_date`` and ``units`` too), so renewals are not monthly."""
+    labels = LabelParams(horizon_days=120, training_horizon_days=60)
+    local, crm = _both_engines(
+        spark,
+        tmp_path,
+        crm_data.events,
+        crm_data.customers,
+        term_subscriptions,
+        renames={"subscriptions": {"term_end": "renewal_date", "seats": "units"}},
+    )
+    assert {"term_end", "seats", "bill_period_months"} <= set(crm.subscriptions.columns)
+    table, stats = build_features(
+        local["events"],
+        AS_OF,
+        customers=local["customers"],
+        subscriptions=local["subscriptions"],
+        params=FEATURE_PARAMS,
+        label_params=labels,
+    )
+    distributed, fitted = _spark_features(crm, AS_OF, FEATURE_PARAMS, labels, n_buckets=3)
+    assert_same_table(table, distributed)
+    assert fitted[AS_OF].to_dict() == stats.to_dict()
+    # the data exercises what was carried: yearly and half-yearly renewals, seats, discounts
+    assert {1.0, 6.0, 12.0} <= set(table["bill_period_months"].dropna())
+    assert table["days_to_renewal"].max() > 62  # not a monthly renewal
+    assert table["renewal_in_horizon"].eq(0).any() and table["renewal_in_horizon"].eq(1).any()
+    for column in ("seats", "mrr_per_seat", "discount", "plan_price"):
+        assert table[column].notna().any(), column
+
+
+@pytest.fixture(scope="module")
+def attribute_customers(crm_data):
+    """The generated customers with attribute columns of every type phase 1 reads (ISO-date
+    text and identifier-like text are settled by validation: tests/features/test_validation)."""
+    customers = crm_data.customers.copy()
+    n = len(customers)
+    i = np.arange(n)
+    customers["employees"] = np.where(i % 9 == 0, np.nan, (i % 40) * 12.5)
+    customers["headcount"] = (i % 13).astype(np.int64)
+    customers["is_partner"] = i % 4 == 0
+    customers["segment"] = pd.Series(["smb", "mid", "enterprise", None])[i % 4].to_numpy()
+    # 300 values over 700 rows: in a bucket of ~230 customers most values are distinct, which
+    # must not matter (phase 1 reads text as text, whatever rows it is given)
+    customers["region_code"] = [f"r{k % 300:03d}" for k in i]
+    signed = pd.Timestamp("2023-06-01") + pd.to_timedelta(i * 1.7, unit="D")  # past AS_OF too
+    customers["contract_signed"] = pd.Series(signed).where(i % 5 != 0).to_numpy()
+    customers["renewal_day"] = [  # datetime.date objects: Parquet date32, Spark DateType
+        (dt.date(2024, 1, 1) + dt.timedelta(days=int(k) % 700)) if k % 6 else None for k in i
+    ]
+    customers["churned_at"] = signed  # written after the fact: excluded by the config
+    return customers
+
+
+def test_customer_attributes_match_local_engine(spark, crm_data, attribute_customers, tmp_path):
+    """Numbers, flags, text, datetime64 and date columns: Spark reads the Parquet file, the
+    local engine its validated customers table (the date column becomes datetime64 there)."""
+    from features.config import AttributeParams
+    from features.validation import validate_customers
+
+    params = FEATURE_PARAMS.model_copy(
+        update={"attributes": AttributeParams(exclude=("churned_at",))}
+    )
+    local, crm = _both_engines(spark, tmp_path, crm_data.events, attribute_customers)
+    validated = validate_customers(local["customers"], now=pd.Timestamp("2026-01-01"))
+    assert validated.report.problem("identifier_like_columns") is None
+    table, stats = build_features(
+        local["events"],
+        AS_OF,
+        customers=validated.clean,
+        params=params,
+        label_params=LABEL_PARAMS,
+    )
+    expected = {
+        "attr_employees",
+        "attr_headcount",
+        "attr_is_partner",
+        "attr_segment",
+        "attr_region_code",
+        "attr_contract_signed_days",
+        "attr_renewal_day_days",
+    }
+    attributes = {c for c in table.columns if c.startswith("attr_")}
+    assert attributes == expected  # no attr_churned_at (excluded)
+    assert table["attr_contract_signed_days"].isna().any()  # signed after the cutoff: unknown
+    assert table["attr_region_code"].notna().sum() > 500
+    for n_buckets in (3, 11):
+        distributed, fitted = _spark_features(crm, AS_OF, params, LABEL_PARAMS, n_buckets)
+        assert_same_table(table, distributed)
+        assert fitted[AS_OF].to_dict() == stats.to_dict()
+
+
+def test_attributes_travel_by_type(spark, attribute_customers, tmp_path):
+    """Which attributes ship is the config's choice; how, their type: no look at the data."""
+    from features.spark import _attribute_columns, _canonical_customers
+
+    path = tmp_path / "customers.parquet"
+    attribute_customers.to_parquet(path, index=False)
+    customers = _canonical_customers(spark.read.parquet(str(path)))
+    types = {f.name: type(f.dataType) for f in customers.schema.fields}
+    assert types["employees"] is types["headcount"] is types["is_partner"] is T.DoubleType
+    assert types["segment"] is types["region_code"] is T.StringType
+    assert types["contract_signed"] is types["renewal_day"] is T.LongType  # int64 ns
+    declared = _attribute_columns(customers, FeatureParams())
+    assert declared == (
+        "employees",
+        "headcount",
+        "is_partner",
+        "segment",
+        "region_code",
+        "contract_signed",
+        "renewal_day",
+        "churned_at",
+    )
+    only = FeatureParams.model_validate({"attributes": {"include": ["segment"]}})
+    assert _attribute_columns(customers, only) == ("segment",)
+
+
+def test_phase1_attributes_are_partition_safe(crm_data, attribute_customers):
+    """Locally: phase 1 on two halves of the customers (with their events), concatenated, is
+    phase 1 on all of them, with a 300-value text column over 700 customers (identifier-like
+    within either half: 300 distinct values in 350 rows) and a datetime column."""
+    customers = attribute_customers
+    half = pd.Series(np.arange(len(customers)) < len(customers) // 2)  # 300 values in 350 rows
+    whole = compute_customer_features(
+        crm_data.events, AS_OF, customers=customers, params=FEATURE_PARAMS
+    )
+    parts = []
+    for part in (half, ~half):
+        chosen = customers[part.to_numpy()].reset_index(drop=True)
+        mine = crm_data.events["customer_id"].astype(str).isin(chosen["customer_id"].astype(str))
+        events = crm_data.events[mine.to_numpy()].reset_index(drop=True)
+        parts.append(
+            compute_customer_features(events, AS_OF, customers=chosen, params=FEATURE_PARAMS)
+        )
+    halves = pd.concat(parts)
+    assert {"attr_region_code", "attr_contract_signed_days"} <= set(whole.columns)
+    assert halves["attr_region_code"].notna().sum() == whole["attr_region_code"].notna().sum()
+    combined = halves.loc[whole.index]
+    assert_same_table(whole.reset_index(), combined.reset_index())
+
+
+@pytest.fixture(scope="module")
+def vocabulary_events(crm_data):
+    """The generated events plus an export's own types: ``like`` (from visits) and
+    ``add_contact`` (from purchases, with their amounts), both before and after AS_OF."""
+    events = crm_data.events
+    likes = events[events["event_type"] == "visit"].iloc[::3].copy()
+    likes["event_type"] = "like"
+    contacts = events[events["event_type"] == "purchase"].iloc[::2].copy()
+    contacts["event_type"] = "add_contact"
+    contacts["timestamp"] = contacts["timestamp"] + pd.Timedelta(hours=1)
+    combined = pd.concat([events, likes, contacts], ignore_index=True)
+    combined["event_type"] = combined["event_type"].astype(str).astype("category")
+    return combined.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+VOCABULARY = VocabularyParams(min_customers=1, min_events=1, ratios=(("like", "add_contact"),))
+
+
+@pytest.mark.parametrize("count_weight", ["rows", "quantity"])
+def test_event_vocabulary_columns_match_local_engine(
+    spark, crm_data, vocabulary_events, term_subscriptions, tmp_path, count_weight
+):
+    """Non-canonical types get the same ev_* / ratio_* / per-seat columns on both engines
+    (``quantity`` reaches phase 1 when the vocabulary counts it)."""
+    vocabulary = VOCABULARY.model_copy(update={"count_weight": count_weight})
+    params = FEATURE_PARAMS.model_copy(update={"vocabulary": vocabulary})
+    local, crm = _both_engines(
+        spark, tmp_path, vocabulary_events, crm_data.customers, term_subscriptions
+    )
+    table, stats = build_features(
+        local["events"],
+        AS_OF,
+        customers=local["customers"],
+        subscriptions=local["subscriptions"],
+        params=params,
+        label_params=LABEL_PARAMS,
+    )
+    for column in (
+        "ev_like_30d",
+        "ev_add_contact_per_day_90d",
+        "ev_add_contact_amount_30d",
+        "ev_like_per_seat_30d",
+        "ratio_like_per_add_contact_30d",
+    ):
+        assert column in table.columns and table[column].notna().any(), column
+    assert set(stats.event_vocabulary().slugs) >= {"like", "add_contact"}
+    distributed, fitted = _spark_features(crm, AS_OF, params, LABEL_PARAMS, n_buckets=4)
+    assert_same_table(table, distributed)
+    assert fitted[AS_OF].to_dict() == stats.to_dict()
+    if count_weight == "quantity":  # purchases of several items count as several events
+        by_rows = FEATURE_PARAMS.model_copy(update={"vocabulary": VOCABULARY})
+        rows, _ = build_features(local["events"], AS_OF, params=by_rows, label_params=LABEL_PARAMS)
+        assert table["ev_add_contact_total"].sum() > rows["ev_add_contact_total"].sum()
+
+
+def test_given_statistics_bring_their_vocabulary(spark, crm_data, vocabulary_events, tmp_path):
+    """Scoring with a training run's statistics computes the trained ev_* columns: a type
+    first seen after the training cutoff is counted as ``other``, not given columns."""
+    params = FEATURE_PARAMS.model_copy(update={"vocabulary": VOCABULARY})
+    events = vocabulary_events
+    early = (events["event_type"] == "add_contact") & (events["timestamp"] < pd.Timestamp(AS_OF))
+    events = events[~early].reset_index(drop=True)  # add_contact only from AS_OF on
+    local, crm = _both_engines(spark, tmp_path, events, crm_data.customers)
+    _, training_stats = build_features(
+        local["events"],
+        AS_OF,
+        customers=local["customers"],
+        params=params,
+        label_params=LABEL_PARAMS,
+    )
+    assert "add_contact" not in training_stats.event_vocabulary().slugs
+    later = "2025-05-01"
+    table, _ = build_features(
+        local["events"],
+        later,
+        customers=local["customers"],
+        params=params,
+        stats=training_stats,
+        label_params=LABEL_PARAMS,
+    )
+    distributed, used = _spark_features(
+        crm, later, params, LABEL_PARAMS, n_buckets=3, stats=training_stats
+    )
+    assert used == {stats_key(later): training_stats}
+    assert not any(c.startswith("ev_add_contact") for c in distributed.columns)
+    assert distributed["ev_other_30d"].gt(0).any()  # add_contact counted as other
+    assert_same_table(table, distributed)
+    refitted, _ = _spark_features(crm, later, params, LABEL_PARAMS, n_buckets=3)
+    assert "ev_add_contact_30d" in refitted.columns  # what a fresh fit would have named
+
+
+# --------------------------------------------------------------------------------------------
 # canonical input and its checks
 # --------------------------------------------------------------------------------------------
 
@@ -526,6 +820,34 @@ def test_snapshots_flow_gives_the_local_summary(spark, flow_config):
     assert stats[0] == stats[1]  # what `churn train --snapshots` logs with the model
 
 
+def test_snapshots_flow_labels_on_the_training_window(spark, flow_config):
+    """``labels.training_horizon_days``: the Spark flow builds the local training table (grid
+    ending where the training window matures, labels on it) and stores both horizons."""
+    from pipelines.flows import label_horizons, run_snapshots
+    from pipelines.spark_flows import ATTRS_PART_FILE, run_snapshots_spark
+
+    base, root = flow_config
+    labels = base.labels.model_copy(update={"horizon_days": 273, "training_horizon_days": 92})
+    cfg = base.model_copy(update={"labels": labels})
+    local_out, spark_out = root / "local_training.parquet", root / "spark_training.parquet"
+    local = run_snapshots(cfg, local_out)
+    distributed = run_snapshots_spark(cfg, spark_out, spark=spark)
+    assert distributed.pop("engine") == "spark" and distributed.pop("buckets") >= 1
+    del distributed["out"], local["out"]
+    assert distributed == local
+    expected, got = pd.read_parquet(local_out), pd.read_parquet(spark_out)
+    assert got.attrs["labels"] == expected.attrs["labels"] == label_horizons(cfg)
+    assert label_horizons(cfg)["training_horizon_days"] == 92
+    order = ["cutoff", "customer_id"]
+    assert_same_table(
+        expected.sort_values(order).reset_index(drop=True),
+        got.sort_values(order).reset_index(drop=True).astype({"cutoff": "datetime64[ns]"}),
+    )
+    assert got["label_matured"].all()  # 273 days would not have matured for these cutoffs
+    assert (spark_out / ATTRS_PART_FILE).is_file()
+    assert spark.read.parquet(str(spark_out)).count() == len(got)  # the attrs file has no rows
+
+
 def test_cli_runs_features_on_spark(spark, flow_config, capsys):
     import json
 
@@ -651,3 +973,89 @@ def test_spark_scoring_writes_the_local_risk_list(spark, scoring_setup, band_sou
         ]
     engine.dispose()
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=1e-9)
+
+
+def _subscription_churn(cfg, root, subscriptions=None, name="subscriptions"):
+    """The config with ``churn_definition: subscription`` (and other subscriptions)."""
+    from features.config import SourceConfig
+
+    update = {"labels": cfg.labels.model_copy(update={"churn_definition": "subscription"})}
+    if subscriptions is not None:
+        path = root / f"{name}.parquet"
+        subscriptions.to_parquet(path, index=False)
+        update["data"] = cfg.data.model_copy(update={"subscriptions": SourceConfig(path=str(path))})
+    return cfg.model_copy(update=update)
+
+
+@pytest.mark.slow
+def test_spark_scoring_follows_subscription_churn(spark, scoring_setup):
+    """Under ``churn_definition: subscription`` the risk list is the subscribers at as_of
+    (``is_active``), on both engines."""
+    from pipelines.scoring import run_score
+    from pipelines.spark_flows import run_score_spark
+    from serving.scoring import load_champions
+
+    base, root = scoring_setup
+    cfg = _subscription_churn(base, root)
+    models = load_champions(cfg)
+    as_of = dt.date(2025, 5, 1)
+    local_out, spark_out = root / "local_subscribed.parquet", root / "spark_subscribed.parquet"
+    local = run_score(cfg, as_of, local_out, models=models)
+    distributed = run_score_spark(cfg, as_of, spark_out, spark=spark, models=models, n_buckets=3)
+
+    subscriptions = pd.read_parquet(cfg.data.subscriptions.path)
+    cutoff = pd.Timestamp(as_of)
+    running = (subscriptions["start_date"] < cutoff) & ~(subscriptions["end_date"] < cutoff)
+    subscribed = set(subscriptions.loc[running, "customer_id"].astype(str))
+    expected = pd.read_parquet(local_out)
+    got = pd.read_parquet(spark_out).sort_values("rank").reset_index(drop=True)
+    assert set(got["customer_id"]) == subscribed == set(expected["customer_id"])
+    assert_same_table(expected.astype({"as_of": "datetime64[ns]"}), got.astype(expected.dtypes))
+    assert distributed["active"] == local["active"] == len(subscribed) > 0
+    ignored = {"timings", "out", "engine", "buckets", "service_risk_list"}
+    assert {k: v for k, v in distributed.items() if k not in ignored} == {
+        k: v for k, v in local.items() if k not in ignored
+    }
+
+
+@pytest.mark.slow
+def test_spark_scoring_with_nobody_to_score_fails_as_local(
+    spark, scoring_setup, capsys, monkeypatch
+):
+    """Nobody subscribed at as_of (or no history at all): ``NobodyToScoreError`` with the
+    local message, nothing written; ``churn score --engine spark`` exits 2 with one line."""
+    import json
+
+    from pipelines.cli import main
+    from pipelines.scoring import NobodyToScoreError, run_score
+    from pipelines.spark_flows import run_score_spark
+    from serving.scoring import load_champions
+
+    base, root = scoring_setup
+    subscriptions = pd.read_parquet(base.data.subscriptions.path)
+    subscriptions["end_date"] = subscriptions["start_date"] + pd.Timedelta(days=1)
+    ended = subscriptions[subscriptions["end_date"] < pd.Timestamp("2025-05-01")]
+    cfg = _subscription_churn(base, root, ended.reset_index(drop=True), name="ended")
+    models = load_champions(cfg)
+    messages = {}
+    for as_of in (dt.date(2025, 5, 1), dt.date(2020, 1, 1)):  # nobody subscribed; no history
+        out = root / f"nobody_{as_of}.parquet"
+        with pytest.raises(NobodyToScoreError) as local:
+            run_score(cfg, as_of, models=models)
+        with pytest.raises(NobodyToScoreError) as distributed:
+            run_score_spark(cfg, as_of, out, spark=spark, models=models, n_buckets=3)
+        assert str(distributed.value) == str(local.value)
+        assert "\n" not in str(local.value) and not out.exists()
+        messages[as_of] = str(local.value)
+    assert "has an active subscription" in messages[dt.date(2025, 5, 1)]
+    assert "(0 with history before that date)" in messages[dt.date(2020, 1, 1)]
+
+    monkeypatch.delenv("CHURN_SCORE_DB_URL", raising=False)
+    config_file = root / "nobody.yaml"
+    config_file.write_text(json.dumps(cfg.model_dump(mode="json")))
+    argv = ["score", "-c", str(config_file), "--as-of", "2025-05-01", "--engine", "spark"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {messages[dt.date(2025, 5, 1)]}"]

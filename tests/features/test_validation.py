@@ -426,6 +426,87 @@ def test_customer_attributes_are_kept() -> None:
     assert clean["signup_date"].dtype == "datetime64[ns]"
 
 
+def test_iso_date_text_attributes_become_dates_and_bad_values_are_reported() -> None:
+    """Decided once on the whole table (phase 1 reads attributes by dtype only): text that is
+    at least 90% ISO dates becomes datetime64 naive UTC; the rest is NaT and counted."""
+    dates = [f"2023-{k % 12 + 1:02d}-{k % 28 + 1:02d}" for k in range(20)]
+    dates[1] = "2023-03-05T23:30:00-02:00"  # an offset: converted to UTC
+    dates[2] = "05/03/2023"  # not ISO: missing, reported
+    dates[3] = None
+    raw = pd.DataFrame({"customer_id": [f"c{k}" for k in range(20)], "contract_signed": dates})
+
+    result = validate_customers(raw, now=NOW)
+
+    signed = result.clean["contract_signed"]
+    assert signed.dtype == "datetime64[ns]"
+    assert signed.iloc[0] == pd.Timestamp("2023-01-01")
+    assert signed.iloc[1] == pd.Timestamp("2023-03-06 01:30")
+    assert signed.iloc[2:4].isna().all()
+    problem = result.report.problem("unparseable_attribute_dates")
+    assert (problem.severity, problem.action, problem.count) == ("warning", "converted", 1)
+    assert problem.details["columns"] == {"contract_signed": 1}
+    assert problem.examples[0]["contract_signed"] == "05/03/2023"
+    assert result.report.problem("attribute_dates").details["columns"] == {"contract_signed": 18}
+    as_json = json.loads(json.dumps(result.report.to_dict()))
+    assert "unparseable_attribute_dates" in {p["code"] for p in as_json["problems"]}
+    assert len(result.clean) == 20  # a bad attribute value never costs the row
+
+
+def test_attribute_text_below_the_iso_share_and_date_objects() -> None:
+    rows = 10
+    raw = pd.DataFrame(
+        {
+            "customer_id": [f"c{k}" for k in range(rows)],
+            "note": ["2024-01-01"] * 8 + ["soon", "later"],  # 80% dates: text
+            "renewal_day": [pd.Timestamp("2024-01-01").date()] * (rows - 1) + [None],
+            "region": ["north", "south"] * 5,
+        }
+    )
+
+    result = validate_customers(raw, now=NOW)
+
+    clean = result.clean
+    assert clean["note"].tolist() == raw["note"].tolist()
+    assert clean["renewal_day"].dtype == "datetime64[ns]"
+    assert clean["renewal_day"].iloc[0] == pd.Timestamp("2024-01-01")
+    assert pd.isna(clean["renewal_day"].iloc[-1])
+    assert clean["region"].tolist() == raw["region"].tolist()
+    assert result.report.problem("unparseable_attribute_dates") is None
+
+
+def test_identifier_like_text_attributes_are_dropped_and_reported() -> None:
+    """More distinct values than half the rows and more than 50: an identifier or free text
+    (names, e-mails), dropped from the clean table, named in the report with the reason."""
+    rows = 700
+    k = np.arange(rows)
+    raw = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in k],
+            "email": [f"user{i}@example.com" for i in k],
+            "full_name": [None if i % 2 else f"name {i}" for i in k],  # 350 of 350 present
+            "region_code": [f"r{i % 300:03d}" for i in k],  # 300 of 700: not identifier-like
+            "branch": [f"b{i % 50}" for i in k],  # 50 distinct: not more than 50
+            "account_number": k,  # numbers are never identifier-like text
+        }
+    )
+
+    result = validate_customers(raw, now=NOW)
+
+    assert "email" not in result.clean.columns and "full_name" not in result.clean.columns
+    assert {"region_code", "branch", "account_number"} <= set(result.clean.columns)
+    problem = result.report.problem("identifier_like_columns")
+    assert (problem.severity, problem.action, problem.count) == ("warning", "dropped", 2)
+    assert "identifier-like text: not a feature, and it may be personal data" in problem.reason
+    as_json = json.loads(json.dumps(result.report.to_dict()))
+    (dropped,) = [p for p in as_json["problems"] if p["code"] == "identifier_like_columns"]
+    assert dropped["details"]["columns"] == ["email", "full_name"]
+    assert dropped["details"]["reasons"]["full_name"].startswith(
+        "identifier-like text: not a feature, and it may be personal data"
+    )
+    assert "350 distinct values in 350 rows" in dropped["details"]["reasons"]["full_name"]
+    assert "email" in result.report.render()
+
+
 def subscriptions_frame(**columns: list) -> pd.DataFrame:
     frame = {
         "customer_id": ["a", "b", "c"],

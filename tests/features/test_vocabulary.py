@@ -12,6 +12,7 @@ from features.config import AttributeParams, FeatureParams, VocabularyParams
 from features.lifecycle import compute_customer_features
 from features.segments import GlobalStats
 from features.snapshots import build_features
+from features.validation import validate_customers
 from features.vocabulary import (
     OTHER,
     EventVocabulary,
@@ -229,8 +230,10 @@ def test_type_statistics_count_only_events_before_the_date() -> None:
 
 
 def test_declared_customer_attributes_become_features() -> None:
+    """Validation settles the attributes on the whole table (ISO-date text to datetime64,
+    identifier-like text dropped); phase 1 reads what is left by dtype."""
     events = _events([(f"c{i}", "2024-06-01", "like") for i in range(60)])
-    customers = pd.DataFrame(
+    raw = pd.DataFrame(
         {
             "customer_id": [f"c{i}" for i in range(60)],
             "country": ["DE"] * 60,
@@ -241,6 +244,12 @@ def test_declared_customer_attributes_become_features() -> None:
             "status": ["open"] * 60,
         }
     )
+    validated = validate_customers(raw, now=CUTOFF)
+    customers = validated.clean
+    assert customers["date_of_birth"].dtype == "datetime64[ns]"
+    # identifier-like text is never a feature: validation drops it and says so
+    assert "email" not in customers.columns
+    assert validated.report.problem("identifier_like_columns").details["columns"] == ["email"]
     rows = _features(events, customers=customers)
     assert rows.loc["c3", "attr_seats_bought"] == 3.0
     assert rows.loc["c1", "attr_plan_tier"] == "silver"
@@ -248,8 +257,12 @@ def test_declared_customer_attributes_become_features() -> None:
         (CUTOFF - pd.Timestamp("1990-01-01")).days
     )
     assert math.isnan(rows.loc["c59", "attr_date_of_birth_days"])  # after the cutoff: unknown
-    assert "attr_email" not in rows.columns  # identifier-like text is never a feature
+    assert "attr_email" not in rows.columns
     assert rows.loc["c0", "country"] == "DE"  # the known attributes keep their names
+    # phase 1 decides by dtype only: unvalidated ISO text is text, any text stays a category
+    raw_rows = _features(events, customers=raw)
+    assert raw_rows.loc["c0", "attr_date_of_birth"] == "1990-01-01"
+    assert raw_rows.loc["c5", "attr_email"] == "person5@example.com"
     excluded = compute_customer_features(
         events,
         CUTOFF,
