@@ -211,12 +211,13 @@ class TrainingConfig(_Frozen):
     )
 
     refit_on_all_cutoffs: bool = Field(
-        True,
+        False,
         description=(
-            "After the held-out evaluation, the registered model is refitted on every matured "
-            "cutoff (training, validation and test) with the tuned parameters and rounds: the "
-            "latest customers are the most like the ones it will score. The reported metrics "
-            "stay those of the held-out model."
+            "After the held-out evaluation, register a model refitted on every matured cutoff "
+            "(training, validation and test) with the tuned parameters and rounds; the reported "
+            "metrics stay the held-out model's. Off by default: on the real CDNOW log it lowered "
+            "the holdout ROC AUC from 0.765 to 0.739 (later cutoffs of one cohort teach age, "
+            "not behaviour); on socialnet7 the effect was within noise."
         ),
     )
 
