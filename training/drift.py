@@ -81,7 +81,7 @@ __all__ = [
     "default_report_columns",
     "detect_drift",
     "event_window",
-    "is_ageing_column",
+    "is_generated_ageing_column",
     "numeric_noise_floor",
     "performance_report",
     "psi_score",
@@ -132,9 +132,9 @@ DEFAULT_INFORMATIONAL_FEATURES: tuple[str, ...] = (
 _AGEING_GENERATED = re.compile(r"^(ev_.+(?<!_per_day)_total|attr_.+_days)$")
 
 
-def is_ageing_column(name: str) -> bool:
-    """Whether a column moves with the calendar by construction (never raises the alarm)."""
-    return name in DEFAULT_INFORMATIONAL_FEATURES or bool(_AGEING_GENERATED.match(name))
+def is_generated_ageing_column(name: str) -> bool:
+    """A generated column that moves with the calendar by construction (never alarms)."""
+    return bool(_AGEING_GENERATED.match(name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,7 +678,7 @@ def detect_drift(
             "column": column,
             "kind": kind,
             "threshold": threshold,
-            "informational": column in informational or bool(_AGEING_GENERATED.match(column)),
+            "informational": column in informational or is_generated_ageing_column(column),
             "n_reference": len(ref_values),
             "n_current": len(cur_values),
             "missing_reference": missing_ref,

@@ -138,9 +138,12 @@ def compare_with_champion(
     champion_version = alias_version(client, name, CHAMPION)
     if champion_version is None:
         return decide_promotion(metric, challenger_score, None)
-    seen = _champion_saw(client, name, champion_version, test_cutoff)
+    tags: dict[str, str] = {}
+    if test_cutoff is not None:  # only then can the champion have seen the test rows
+        tags = client.get_model_version(name, champion_version).tags or {}
+    seen = _champion_saw(tags, None if test_cutoff is None else pd.Timestamp(test_cutoff))
     if seen is not None:
-        held_out = _held_out_score(client, name, champion_version, metric)
+        held_out = _held_out_score(client, tags, metric)
         if held_out is not None:
             decision = decide_promotion(
                 metric, challenger_score, held_out, champion_version=champion_version
@@ -180,21 +183,17 @@ def compare_with_champion(
 TRAINED_THROUGH_TAG = "trained_through"
 
 
-def _champion_saw(
-    client: Any, name: str, version: str, test_cutoff: pd.Timestamp | None
-) -> str | None:
+def _champion_saw(tags: dict[str, str], test_cutoff: pd.Timestamp | None) -> str | None:
     """The champion's ``trained_through`` date when it is on or after ``test_cutoff``."""
-    if test_cutoff is None:
-        return None
-    tags = client.get_model_version(name, version).tags or {}
     trained_through = tags.get(TRAINED_THROUGH_TAG)
-    if trained_through and pd.Timestamp(trained_through) >= pd.Timestamp(test_cutoff):
-        return str(trained_through)
-    return None
+    if test_cutoff is None or not trained_through:
+        return None
+    return str(trained_through) if pd.Timestamp(trained_through) >= test_cutoff else None
 
 
-def _held_out_score(client: Any, name: str, version: str, metric: str) -> float | None:
-    run_id = (client.get_model_version(name, version).tags or {}).get("run_id")
+def _held_out_score(client: Any, tags: dict[str, str], metric: str) -> float | None:
+    """The metric the champion's own run logged on its held-out test cutoff."""
+    run_id = tags.get("run_id")
     if not run_id:
         return None
     value = client.get_run(run_id).data.metrics.get(metric)
