@@ -1189,9 +1189,10 @@ def _report_unknown_event_types(
             "info",
             "kept",
             int(unknown.sum()),
-            f"event types outside the canonical set {list(EVENT_TYPES)} are kept but not used "
-            "by the standard features; map them with event_type_mapping if they are the same "
-            "thing under another name",
+            f"event types outside the canonical set {list(EVENT_TYPES)} are kept: the "
+            "per-event-type features (features.vocabulary) count them, the canonical ones do "
+            "not; map them with event_type_mapping if they are the same thing under another "
+            "name",
             details={"counts": {str(k): int(v) for k, v in unknown.head(20).items()}},
         )
 
