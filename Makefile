@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# On churn.yaml and where it says (data/demo/, the MLflow store in mlruns/), so the other
+# commands run with --config churn.yaml find the demo's data and models. A bare `churn demo`
+# (after `pip install`, from any folder) writes everything under ./churn-demo/ instead.
 demo: setup
-	$(BIN)/churn demo
+	$(BIN)/churn demo --config churn.yaml
 
 # Headless Chromium renders the retention report in the tests. Installed from Debian's packages
 # when missing and we may (root); otherwise those tests skip and say why.

@@ -1,6 +1,6 @@
 """Real-data benchmark: our churn model against the BG/NBD model on the CDNOW transaction log.
 
-    python benchmarks/cdnow.py [--trials 20] [--time-budget 600] [--sample-customers N]
+    python -m benchmarks.cdnow [--trials 20] [--time-budget 600] [--sample-customers N]
 
 Data. ``CDNOW_master.txt`` as shipped in the ``lifetimes`` package (a dev dependency): every CD
 purchase of the 23,570 customers who first bought at CDNOW in the first quarter of 1997, from
@@ -71,7 +71,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -81,17 +80,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# This folder also holds benchmarks/features.py: drop it from the import path so `import features`
-# finds the project's package, not that script.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from features.clv import BetaGeoModel  # noqa: E402
-from features.config import DataConfig, FeatureParams, LabelParams, SourceConfig  # noqa: E402
-from features.loading import load_crm_data  # noqa: E402
-from features.snapshots import build_snapshots  # noqa: E402
-from features.validation import validate_crm_data  # noqa: E402
-from pipelines.io import write_table  # noqa: E402
+from features.clv import BetaGeoModel
+from features.config import DataConfig, FeatureParams, LabelParams, SourceConfig
+from features.loading import load_crm_data
+from features.snapshots import build_snapshots
+from features.validation import validate_crm_data
+from pipelines.io import write_table
 
 TEST_CUTOFF = pd.Timestamp("1997-10-01")
 DATA_END = pd.Timestamp("1998-07-01")  # the log ends on 1998-06-30

@@ -1,6 +1,6 @@
 """BG/NBD fit-speed benchmark: one maximum-likelihood fit on simulated customers.
 
-    python benchmarks/clv_fit.py --customers 1000000
+    python -m benchmarks.clv_fit --customers 1000000
 
 Simulates customers from the BG/NBD process with the CDNOW estimates (r=0.243, alpha=4.414,
 a=0.793, b=2.426; time in weeks), ages T spread over a 78-week window, and records the times on
@@ -18,18 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-# This folder also holds benchmarks/features.py: drop it from the import path so `import features`
-# finds the project's package, not that script.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from features.clv import BetaGeoModel, simulate_bgnbd_summary  # noqa: E402
+from features.clv import BetaGeoModel, simulate_bgnbd_summary
 
 TRUE_PARAMS = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
 WINDOW_DAYS = 78 * 7

@@ -1,6 +1,6 @@
 """Proof on data we did not write: the user's path on socialnet7 and CDNOW, against Featuretools.
 
-    python benchmarks/external.py [--trials 20] [--time-budget 600] [--seed 0]
+    python -m benchmarks.external [--trials 20] [--time-budget 600] [--seed 0]
         [--only socialnet7|cdnow] [--socialnet7-as-of YYYY-MM-DD] [--sample-customers N]
         [--no-featuretools] [--set KEY=VALUE] [--work-dir DIR]
 
@@ -62,12 +62,10 @@ lower date against theirs at their higher one), faster than Featuretools; true/f
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 import warnings
@@ -80,33 +78,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-# This folder also holds benchmarks/features.py: drop it from the import path so `import features`
-# finds the project's package, not that script.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from pipelines.config import load_config  # noqa: E402
-from pipelines.flows import (  # noqa: E402
+from pipelines.config import load_config
+from pipelines.data import (
     load_validated_data,
     run_snapshots,
     run_train,
     run_validate,
 )
-from pipelines.scoring import run_score  # noqa: E402
+from pipelines.scoring import run_score
 
-
-def _load_sources():
-    """``benchmarks/external_sources.py`` (the benchmarks folder is no package)."""
-    name = "churn_benchmark_external_sources"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _HERE / "external_sources.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-sources = _load_sources()
+from . import cdnow
+from . import external_sources as sources
 
 SOCIALNET7_DATES = (pd.Timestamp("2020-04-01"), pd.Timestamp("2020-05-01"))
 SOCIALNET7_HORIZON_DAYS = 30
@@ -400,7 +382,6 @@ def run_bgnbd(events: pd.DataFrame, ids: pd.Index) -> dict[str, Any]:
     """``benchmarks/cdnow.py``'s reference: minus the expected purchases in the 39-week holdout,
     fitted on the purchases before 1997-10-01 (in weeks, repeat purchase days)."""
     started = time.perf_counter()
-    cdnow = sources.load_cdnow_module()
     if cdnow.TEST_CUTOFF != CDNOW_DATE or cdnow.HOLDOUT_DAYS != CDNOW_HORIZON_DAYS:
         raise AssertionError("benchmarks/cdnow.py's split is not this one")
     canonical = events.assign(event_type="purchase")[["customer_id", "timestamp", "event_type"]]
@@ -555,7 +536,7 @@ def run_featuretools(
         warnings.simplefilter("ignore")
         matrix, n_definitions = featuretools_matrix(case.dataset, tables, cutoff_time, seed)
     features_done = time.perf_counter()
-    X = _xgboost_frame(matrix)  # noqa: N806
+    X = _xgboost_frame(matrix)
     is_training = np.arange(len(cutoff_time)) < len(training)
     cutoffs = sorted(training["time"].unique())
     last = cutoffs[-1]

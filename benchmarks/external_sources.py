@@ -36,9 +36,7 @@ with the first purchase date), with the purchases before D only. Churn at D: no 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+# cdnow.py's reader, sampler and export tables are reused, not copied
+from . import cdnow
 
 _HERE = Path(__file__).resolve().parent
 CONFIG_DIR = _HERE / "configs"
@@ -65,18 +66,6 @@ SOCIALNET7_DIR = _socialnet7_dir()
 
 #: Environment variables that would send the benchmark's MLflow runs elsewhere.
 MLFLOW_ENVIRONMENT = ("CHURN_MLFLOW_TRACKING_URI", "CHURN_MLFLOW_REGISTRY_URI")
-
-
-def load_cdnow_module():
-    """``benchmarks/cdnow.py`` as a module (the benchmarks folder is no package): its reader,
-    sampler and BG/NBD reference are reused, not copied."""
-    name = "churn_benchmark_cdnow"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _HERE / "cdnow.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses and pydantic resolve names through it
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +191,6 @@ CDNOW_DATA_END = pd.Timestamp("1998-07-01")  # the log ends on 1998-06-30
 
 def read_cdnow(path: Path | None = None) -> pd.DataFrame:
     """The CDNOW log as shipped (ids as text) with ``day`` parsed, via ``cdnow.py``'s reader."""
-    cdnow = load_cdnow_module()
     path = path or cdnow.cdnow_master_path()
     if path is None:
         raise FileNotFoundError(
@@ -222,7 +210,7 @@ def sample_cdnow(
     the pipeline reads the end of the data from the last event."""
     if n_customers is None:
         return log
-    sample = load_cdnow_module().sample_customers(log, n_customers, seed)
+    sample = cdnow.sample_customers(log, n_customers, seed)
     last_day = as_of - pd.Timedelta(days=1)
     if not (sample["day"] == last_day).any():
         buyers = np.sort(log.loc[log["day"] == last_day, "customer_id"].unique())
@@ -237,7 +225,7 @@ def export_cdnow(log: pd.DataFrame, as_of: pd.Timestamp, directory: Path) -> dic
     and a customers table with the first purchase date (CDNOW has no signup date)."""
     directory.mkdir(parents=True, exist_ok=True)
     known = log.loc[log["day"] < as_of]
-    events, customers = load_cdnow_module().export_tables(known.drop(columns="day"))
+    events, customers = cdnow.export_tables(known.drop(columns="day"))
     paths = {
         "events": directory / "cdnow_events.csv",
         "customers": directory / "cdnow_customers.csv",

@@ -1,6 +1,6 @@
 """Feature-pipeline benchmark: our engine against DuckDB on the same generated data.
 
-    python benchmarks/features.py --customers 1000000
+    python -m benchmarks.features --customers 1000000
 
 Generates a CRM data set (in a subprocess, so the peak memory reported is that of loading and
 feature building only), then, in this process and on the same in-memory events:
@@ -29,11 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-# This script is called features.py, like the project's `features` package: drop its own folder
-# from the import path so `import features` finds the package, not this file.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 WINDOWS_DAYS = (30, 90, 180, 365)
 

@@ -1,8 +1,8 @@
 """Scaling curve of the feature engine: time, memory and cost per event from 100k to 1M customers.
 
-    python benchmarks/scaling.py                       # 100k, 300k, 1M customers (+ Spark)
-    python benchmarks/scaling.py --sizes 100000,300000,1000000,3000000 --data-dir /tmp/crm
-    python benchmarks/scaling.py --sizes 2000,4000 --spark-sizes 2000   # smoke run
+    python -m benchmarks.scaling                       # 100k, 300k, 1M customers (+ Spark)
+    python -m benchmarks.scaling --sizes 100000,300000,1000000,3000000 --data-dir /tmp/crm
+    python -m benchmarks.scaling --sizes 2000,4000 --spark-sizes 2000   # smoke run
 
 For each size a CRM history is generated once (``features.synthetic``, ``activity_scale`` 0.36:
 ~20 events per customer, so events grow in proportion; cached under ``--data-dir`` when given),
@@ -39,10 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# benchmarks/features.py sits next to this script: drop this folder from the import path so
-# `import features` finds the package, not that file.
-_HERE = Path(__file__).resolve()
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE.parent]
+#: The checkout: workers run as ``python -m benchmarks.scaling`` from here.
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)
 DEFAULT_CUTOFF = "2025-01-01"
@@ -250,8 +248,8 @@ _WORKERS = {
 
 def _run_worker(mode: str, options: Sequence[str]) -> dict[str, Any]:
     """Run one worker in a fresh interpreter; its last stdout line is its JSON result."""
-    command = [sys.executable, str(_HERE), "--worker", mode, *options]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", "benchmarks.scaling", "--worker", mode, *options]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(
             f"{mode} worker failed ({completed.returncode}):\n{completed.stderr[-3000:]}"
@@ -321,7 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, work_dir: Path, say=print) -> dict[str, Any]:
     spark_sizes = [] if args.no_spark else (args.spark_sizes or args.sizes)
-    cache = args.data_dir or work_dir / "data"
+    cache = (args.data_dir or work_dir / "data").resolve()  # the workers run in REPO
     rows: list[dict[str, Any]] = []
     matches: list[bool] = []
     for size in args.sizes:

@@ -1,8 +1,8 @@
 """How fast does the scoring core score a customer base? (the issue's goal: 1,000,000 customers,
 features excluded, under a minute on a 2-core machine, using all cores).
 
-    .venv/bin/python benchmarks/scoring.py --customers 1000000
-    .venv/bin/python benchmarks/scoring.py --config churn.yaml  # after `churn demo`
+    .venv/bin/python -m benchmarks.scoring --customers 1000000
+    .venv/bin/python -m benchmarks.scoring --config churn.yaml  # after `churn demo`
 
 With ``--config`` the champions of that project's MLflow store are used and the feature rows
 are built from its data; without it a temporary store is trained on generated data (5,000
@@ -17,10 +17,8 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,38 +26,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# benchmarks/features.py would shadow the project's `features` package: drop this folder from
-# the import path (as the other benchmarks do).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-
-def _trained_store():
-    """``benchmarks/trained_store.py``, loaded by path (this folder is off the import path)."""
-    name = "churn_trained_store"  # registered: its dataclass needs its module in sys.modules
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _HERE / "trained_store.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+from . import trained_store
 
 
 def _train_store(root: Path, n_customers: int, trials: int):
     """Generated data (five monthly cutoffs) and the three champions in ``root``; the config."""
     from pipelines.config import ProjectConfig
 
-    store = _trained_store()
-    history = store.generate_history(root, n_customers=n_customers, seed=5, n_cutoffs=5)
+    history = trained_store.generate_history(root, n_customers=n_customers, seed=5, n_cutoffs=5)
     training = {
         "n_trials": trials,
         "time_budget_s": 120,
         "log_trial_runs": False,
-        "mlflow": store.mlflow_settings(root),
+        "mlflow": trained_store.mlflow_settings(root),
     }
     cfg = ProjectConfig.model_validate(
-        store.project_settings(history.paths, root / "output", training=training)
+        trained_store.project_settings(history.paths, root / "output", training=training)
     )
-    store.train_tasks(cfg.training, history, global_stats=False)
+    trained_store.train_tasks(cfg.training, history, global_stats=False)
     return cfg
 
 
@@ -89,7 +73,7 @@ def main() -> None:
 
     from features.snapshots import build_features
     from pipelines.config import ProjectConfig, load_config
-    from pipelines.flows import load_validated_data
+    from pipelines.data import load_validated_data
     from serving.scoring import load_champions, risk_list_table, score_customers
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,12 +1,12 @@
 """Serving benchmark: our ``POST /score`` against the framework's floor, over real HTTP.
 
-    python benchmarks/serving.py                  # ~1 minute on 2 cores (+20 s fixture)
-    python benchmarks/serving.py --smoke          # tiny request counts (the smoke test)
+    python -m benchmarks.serving                  # ~1 minute on 2 cores (+20 s fixture)
+    python -m benchmarks.serving --smoke          # tiny request counts (the smoke test)
 
 In ONE run, on the same tiny trained models (built once into ``--root``, see
 :func:`prepare_fixture`):
 
-1. in-process: prediction time per row of the service's fast path (``serving.service.
+1. in-process: prediction time per row of the service's fast path (``serving.rows.
    RowScorer``: calibrated scores of three models, reasons, segments, action) for
    single-customer calls and for 100-customer calls, next to the raw ``inplace_predict`` of
    the churn booster;
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -53,15 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# This script is called serving.py, like the project's `serving` package: drop its own folder
-# from the import path so `import serving` finds the package, not this file.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import trained_store
 
-REPO = _HERE.parent
+REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 10, 50)
 BATCH_SIZE = 100
 FLOOR_TARGET = "benchmarks.floor_service:FloorService"
@@ -71,16 +67,6 @@ SERVICE_TARGET = "serving.service:ChurnService"
 # --------------------------------------------------------------------------------------------
 # the fixture: data, three trained champions, a batch risk list
 # --------------------------------------------------------------------------------------------
-
-
-def _trained_store():
-    """``benchmarks/trained_store.py``, loaded by path (this folder is off the import path)."""
-    name = "churn_trained_store"  # the name tests/conftest.py loads it under: one copy
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _HERE / "trained_store.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dict[str, Any]:
@@ -104,21 +90,20 @@ def prepare_fixture(root: Path, *, n_customers: int = 600, seed: int = 7) -> dic
     from pipelines.config import load_config
     from pipelines.scoring import run_score
 
-    store = _trained_store()
     root.mkdir(parents=True, exist_ok=True)
-    history = store.generate_history(root, n_customers=n_customers, seed=seed)
+    history = trained_store.generate_history(root, n_customers=n_customers, seed=seed)
     training = {
-        **store.TINY_TRAINING,
+        **trained_store.TINY_TRAINING,
         "n_jobs": 1,
-        "mlflow": store.mlflow_settings(root, "serving"),
+        "mlflow": trained_store.mlflow_settings(root, "serving"),
     }
-    config = store.project_settings(
+    config = trained_store.project_settings(
         history.paths, root / "output", training=training, serving={"reload_interval_s": 0}
     )
     config_path = root / "churn.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     cfg = load_config(config_path, environ={})
-    store.train_tasks(cfg.training, history)
+    trained_store.train_tasks(cfg.training, history)
     run_score(cfg, history.data_end.date())
     data = history.data
     features, _ = build_features(
@@ -282,13 +267,13 @@ def running_server(
 
 def service_command(port: int) -> list[str]:
     """Our service, started exactly as ``churn serve`` starts it."""
-    from serving.service import serve_command
+    from serving.settings import serve_command
 
     return serve_command(host="127.0.0.1", port=port)
 
 
 def floor_command(port: int) -> list[str]:
-    from serving.service import serve_command
+    from serving.settings import serve_command
 
     command = serve_command(host="127.0.0.1", port=port)
     command[command.index("serving.service:ChurnService")] = FLOOR_TARGET
@@ -494,7 +479,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     _print(f"fixture ready in {time.perf_counter() - started:.1f} s: {root}")
     cfg = load_config(Path(fixture["config"]), environ={})
 
-    from serving.service import load_state
+    from serving.state import load_state
 
     state = load_state(cfg)
     model_features = sorted({f for m in state.models.tasks.values() for f in m.features})

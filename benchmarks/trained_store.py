@@ -7,9 +7,7 @@ table over monthly cutoffs), :func:`project_settings` (the ``churn.yaml`` mappin
 those files and an MLflow store from :func:`mlflow_settings`) and :func:`train_tasks` (churn,
 up-sell and win-back trained and registered; each becomes its task's champion).
 
-``benchmarks/*.py`` drop their own folder from the import path (their names shadow the
-project's packages), so they and ``tests/conftest.py`` load this file by path with
-:func:`importlib.util.spec_from_file_location`.
+``benchmarks.scoring``, ``benchmarks.serving`` and ``tests/conftest.py`` import it.
 """
 
 from __future__ import annotations

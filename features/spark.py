@@ -235,7 +235,7 @@ class CrmSummary:
 
     @property
     def data_end(self) -> pd.Timestamp:
-        """The day after the last event (as ``pipelines.flows.LoadedData.data_end``)."""
+        """The day after the last event (as ``pipelines.data.LoadedData.data_end``)."""
         return (self.last_event + pd.Timedelta(days=1)).normalize()
 
 

@@ -1,4 +1,4 @@
-"""The ``churn`` command line: thin commands that parse arguments and call ``pipelines.flows``.
+"""The ``churn`` command line: thin commands that parse arguments and call the flows.
 
 Every command takes ``--config FILE`` (the project YAML); flags override single settings.
 Results are printed as one line of JSON at the end (for scripts), human-readable text before it.
@@ -175,7 +175,7 @@ def validate(
     subscriptions: SubscriptionsOption = None,
 ) -> None:
     """Check the data against the contract; quarantine unusable rows with reasons."""
-    from pipelines.flows import run_validate
+    from pipelines.data import run_validate
 
     cfg = _config(config, events, customers, subscriptions)
     summary = run_validate(cfg)
@@ -195,7 +195,7 @@ def check(
     ] = None,
 ) -> None:
     """Is there enough data for a trustworthy model? A verdict with recommendations."""
-    from pipelines.flows import run_check
+    from pipelines.data import run_check
 
     cfg = _config(
         config,
@@ -225,7 +225,7 @@ def features(
     engine: TableEngineOption = "local",
 ) -> None:
     """Point-in-time lifecycle features, one row per customer, from events before --as-of."""
-    from pipelines.flows import run_features
+    from pipelines.data import run_features
     from pipelines.spark_flows import run_features_spark
 
     run = _flow_for_engine(engine, local=run_features, spark=run_features_spark)
@@ -248,7 +248,7 @@ def snapshots(
     engine: TableEngineOption = "local",
 ) -> None:
     """Training table: features and churn/up-sell/win-back labels stacked over cutoffs."""
-    from pipelines.flows import run_snapshots
+    from pipelines.data import run_snapshots
     from pipelines.spark_flows import run_snapshots_spark
 
     run = _flow_for_engine(engine, local=run_snapshots, spark=run_snapshots_spark)
@@ -285,7 +285,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="Show the tuning progress bar.")] = True,
 ) -> None:
     """Tune, calibrate, evaluate, log and register a model; prints a one-line JSON summary."""
-    from pipelines.flows import run_train
+    from pipelines.data import run_train
     from training.config import TASK_NAMES
 
     if task not in TASK_NAMES:
@@ -305,8 +305,16 @@ def train_command(
 
 @app.command()
 def demo(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for everything the demo writes: data, outputs and the MLflow store "
+            "(default: ./churn-demo; with --config, that file's locations)."
+        ),
+    ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Project config (default: churn.yaml).")
+        Path | None,
+        typer.Option("--config", "-c", help="Project config for the settings (default: built-in)."),
     ] = None,
     customers: Annotated[int, typer.Option(min=500, help="Customers to generate.")] = 5000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
@@ -314,12 +322,22 @@ def demo(
     time_budget: Annotated[float, typer.Option(min=1, help="Tuning seconds per model.")] = 60,
     regenerate: Annotated[bool, typer.Option(help="Generate fresh data even if present.")] = False,
 ) -> None:
-    """The main job end to end on generated data: validate, check, features, train, register."""
-    from pipelines.flows import run_demo
+    """The main job end to end on generated data, from any folder: writes under ./churn-demo/.
 
-    if config is None and Path("churn.yaml").is_file():
-        config = Path("churn.yaml")
-    cfg = _config(config, **{"training.n_trials": trials, "training.time_budget_s": time_budget})
+    Generate, validate, check, features, train and register three models, score, monitor,
+    report. A folder that cannot be written is a one-line error (exit code 2).
+    """
+    from pipelines.demo import DEFAULT_DEMO_DIR, demo_locations, prepare_demo_dir, run_demo
+
+    settings: dict[str, Any] = {"training.n_trials": trials, "training.time_budget_s": time_budget}
+    if out is None and config is None:
+        out = DEFAULT_DEMO_DIR
+    if out is not None:
+        settings.update(demo_locations(prepare_demo_dir(out)))
+    try:
+        cfg = load_config(config, settings)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
     summary = run_demo(
         cfg,
         n_customers=customers,
@@ -328,7 +346,8 @@ def demo(
         say=lambda text: typer.echo(text, err=True),
     )
     uri = summary["mlflow_tracking_uri"]
-    typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri}", err=True)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    typer.echo(f"\nMLflow UI: {mlflow} ui --backend-store-uri {uri}", err=True)
     _print_json(summary)
 
 
@@ -502,7 +521,7 @@ def report(
     subscriptions: SubscriptionsOption = None,
 ) -> None:
     """The retention report: one self-contained HTML page for retention teams."""
-    from serving.report import run_report
+    from pipelines.report import run_report
 
     cfg = _config(config, events, customers, subscriptions)
     path = run_report(cfg, out, risk_list_path=risk_list, say=lambda t: typer.echo(t, err=True))
@@ -525,7 +544,7 @@ def serve(
     import subprocess
 
     from serving.scoring import champion_versions
-    from serving.service import CONFIG_ENV, WORKERS_ENV, serve_command
+    from serving.settings import CONFIG_ENV, WORKERS_ENV, serve_command
 
     if config is None and Path("churn.yaml").is_file():
         config = Path("churn.yaml")
@@ -567,7 +586,7 @@ def bento(
     import shutil
     import subprocess
 
-    from serving.service import export_champions
+    from serving.bento_models import export_champions
 
     if config is None and Path("churn.yaml").is_file():
         config = Path("churn.yaml")

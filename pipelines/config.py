@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.config import CutoffConfig, DataConfig, FeatureParams, LabelParams
+from monitoring.config import MonitoringConfig
 from serving.config import ServingConfig
 from training.config import TrainingConfig
-from training.drift import MonitoringConfig
 
 #: Environment variables that override config values (secrets and URIs stay out of files).
 ENV_OVERRIDES: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Flows of `churn monitor` and `churn retrain`: drift checks of the champion, and retraining.
 
 ``run_monitor(cfg)`` compares today's scoring batch with the reference data logged with the
-champion's training run (``reference/`` artifacts, see ``training.train.reference_frames``):
+champion's training run (``reference/`` artifacts, see ``training.artifacts``):
 
 1. the champion (registry alias ``champion``) and its reference: the test cutoff's feature rows
    and out-of-sample predictions, the promised test metrics, the global statistics;
@@ -9,14 +9,16 @@ champion's training run (``reference/`` artifacts, see ``training.train.referenc
    latest date on the reference cutoff's weekday, with the champion's global statistics (the
    segment definitions it was trained with), scored by the champion;
 3. drift of every feature, of the predictions, and of the raw events of equal windows before
-   the two cutoffs (``training.drift``);
+   the two cutoffs (``monitoring.checks``);
 4. once labels have matured for a cutoff after the test cutoff: target drift (label rate) and
-   realised performance against the promise;
+   realised performance against the promise (``monitoring.performance``);
 5. one HTML page (verdict, tables, Evidently charts) and a JSON summary, written to
    ``monitoring.report_dir`` and logged to an MLflow run ``monitor-<task>-<date>``.
 
 The summary's ``alarm`` says whether drift or decay passed the configured thresholds; the CLI
-exits with :data:`ALARM_EXIT_CODE` then, and with ``--retrain-on-drift`` retrains at once.
+exits with :data:`ALARM_EXIT_CODE` then, and with ``--retrain-on-drift`` retrains at once. The
+checks are pure functions of ``monitoring/``; this module only loads, scores, writes and logs,
+one named step per function.
 
 ``run_retrain(cfg)`` refreshes the snapshot table up to the latest matured cutoff, trains a
 challenger (``training.train``, which compares it with the champion on the same test cutoff
@@ -30,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,18 @@ import numpy as np
 import pandas as pd
 
 from features.files import write_atomically
+from monitoring.batches import same_weekday_cutoff, task_population
+from monitoring.checks import (
+    CustomerDrift,
+    alarm_reasons,
+    customer_drift,
+    event_drift,
+    retrain_wanted,
+)
+from monitoring.drift import ColumnDrift, DriftReport
+from monitoring.evidently_report import performance_report
+from monitoring.page import render_monitor_html
+from monitoring.performance import PerformanceCheck, assess_performance
 from pipelines.config import ProjectConfig
 from pipelines.io import write_json
 
@@ -51,7 +64,7 @@ ALARM_EXIT_CODE = 4
 #: Exit code of `churn retrain` when retraining failed (aliases restored).
 RETRAIN_FAILED_EXIT_CODE = 5
 
-#: Metrics of the champion's run that make its promise, by the name ``training.drift`` uses.
+#: Metrics of the champion's run that make its promise, by ``monitoring.performance``'s names.
 PROMISED_METRICS: dict[str, str] = {
     "roc_auc": "roc_auc",
     "pr_auc": "pr_auc",
@@ -97,47 +110,28 @@ def load_champion_reference(cfg: ProjectConfig, task: str) -> ChampionReference:
     """Find the champion of ``task`` and download its reference artifacts."""
     import mlflow
 
+    from training.artifacts import REFERENCE_DIR, read_reference
     from training.config import configure_mlflow
-    from training.registry import CHAMPION
-    from training.train import (
-        GLOBAL_STATS_ARTIFACT,
-        REFERENCE_DIR,
-        REFERENCE_FEATURES_ARTIFACT,
-        REFERENCE_INFO_ARTIFACT,
-        TEST_PREDICTIONS_ARTIFACT,
-    )
+    from training.registry import find_champion
 
     configure_mlflow(cfg.training.mlflow)
     client = mlflow.MlflowClient()
     name = cfg.training.task(task).registered_model_name
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException as exc:
+    version = find_champion(client, name)
+    if version is None:
         raise ValueError(
             f"no champion of model {name!r} in the registry: train one first (churn train "
             f"--task {task})"
-        ) from exc
-    run = client.get_run(version.run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=version.run_id, artifact_path=REFERENCE_DIR, dst_path=tmp
-                )
-            ).parent
-        except Exception as exc:
-            raise ValueError(
-                f"champion {name} v{version.version} (run {version.run_id}) has no reference "
-                f"data ({REFERENCE_DIR}/): it was trained before monitoring existed; retrain "
-                f"it (churn retrain --task {task})"
-            ) from exc
-        features = pd.read_parquet(local / REFERENCE_FEATURES_ARTIFACT)
-        predictions = pd.read_parquet(local / TEST_PREDICTIONS_ARTIFACT)
-        info = json.loads((local / REFERENCE_INFO_ARTIFACT).read_text(encoding="utf-8"))
-        stats_path = local / GLOBAL_STATS_ARTIFACT
-        global_stats = (
-            json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else None
         )
+    run = client.get_run(version.run_id)
+    reference = read_reference(version.run_id, client=client)
+    if not reference.complete:
+        raise ValueError(
+            f"champion {name} v{version.version} (run {version.run_id}) has no reference "
+            f"data ({REFERENCE_DIR}/): it was trained before monitoring existed; retrain "
+            f"it (churn retrain --task {task})"
+        )
+    info = reference.info
     promised = {
         ours: float(run.data.metrics[theirs])
         for theirs, ours in PROMISED_METRICS.items()
@@ -148,13 +142,13 @@ def load_champion_reference(cfg: ProjectConfig, task: str) -> ChampionReference:
         model_name=name,
         version=str(version.version),
         run_id=version.run_id,
-        label_column=info["label_column"],
-        test_cutoff=pd.Timestamp(info["test_cutoff"]),
-        feature_columns=tuple(info["features"]),
-        features=features,
-        predictions=predictions,
+        label_column=info.label_column,
+        test_cutoff=pd.Timestamp(info.test_cutoff),
+        feature_columns=tuple(info.features),
+        features=reference.reference_features,
+        predictions=reference.test_predictions,
         promised=promised,
-        global_stats=global_stats,
+        global_stats=reference.global_stats,
     )
 
 
@@ -172,7 +166,7 @@ def batch_features(
     statistics were used.
     """
     from features.segments import GlobalStats
-    from pipelines.flows import features_as_of
+    from pipelines.data import features_as_of
 
     stats = (
         None if reference.global_stats is None else GlobalStats.from_dict(reference.global_stats)
@@ -212,31 +206,172 @@ def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def _alarm_reasons(
-    cfg: ProjectConfig,
-    feature_drift: Any,
-    prediction_drift: Any,
-    event_drift: Any,
-    target_drift: Any,
-    performance: Any,
-) -> list[str]:
-    reasons = []
-    alarms = feature_drift.alarms
-    if len(alarms) >= cfg.monitoring.min_drifted_features:
-        shown = ", ".join(alarms[:8]) + (f" and {len(alarms) - 8} more" if len(alarms) > 8 else "")
-        reasons.append(f"{len(alarms)} feature(s) drifted: {shown}")
-    if prediction_drift.alarms:
-        column = prediction_drift.columns[0]
-        reasons.append(
-            f"predictions drifted (score {column.score:.3f} >= {column.effective_threshold:.3f})"
+@dataclass(frozen=True)
+class CurrentBatch:
+    """Today's batch: the task's population at ``cutoff``, sampled and scored by the champion."""
+
+    cutoff: pd.Timestamp
+    rows: pd.DataFrame  # features and the champion's ``probability``
+    statistics: str  # which global statistics the segments were computed with
+
+
+@dataclass(frozen=True)
+class MaturedCheck:
+    """Target drift and realised performance on the latest batch whose labels have matured."""
+
+    performance: PerformanceCheck | None = None
+    target_drift: ColumnDrift | None = None
+    snapshot: Any = None  # Evidently's target drift and classification quality
+    note: str | None = None  # why performance could not be checked yet
+
+
+def current_cutoff(
+    as_of: object | None, data_end: pd.Timestamp, reference: ChampionReference
+) -> pd.Timestamp:
+    """``as_of``, else the latest day at or before ``data_end`` on the reference's weekday.
+
+    It must come after the champion's test cutoff: before it there is nothing new to monitor.
+    """
+    if as_of is None:
+        cutoff = same_weekday_cutoff(data_end, reference.test_cutoff)
+    else:
+        cutoff = pd.Timestamp(as_of).normalize()
+    if cutoff <= reference.test_cutoff:
+        raise ValueError(
+            f"the current cutoff {cutoff.date()} is not after the champion's test cutoff "
+            f"{reference.test_cutoff.date()}: there is nothing new to monitor"
         )
-    if event_drift is not None and event_drift.alarms:
-        reasons.append(f"raw events drifted: {', '.join(event_drift.alarms)}")
-    if target_drift is not None and target_drift.drifted:
-        reasons.append(f"label rate changed: {target_drift.note}")
-    if performance is not None and performance.decayed:
-        reasons.append("performance decayed: " + "; ".join(performance.reasons))
-    return reasons
+    return cutoff
+
+
+def current_batch(
+    cfg: ProjectConfig,
+    data: Any,
+    reference: ChampionReference,
+    task: str,
+    cutoff: pd.Timestamp,
+    score: Callable[[pd.DataFrame], Any],
+) -> CurrentBatch:
+    """Features of the task's population at ``cutoff`` (a seeded sample), scored by ``score``."""
+    features, statistics = batch_features(cfg, data, cutoff, reference)
+    population = task_population(features, task, cfg.labels)
+    if population.empty:
+        raise ValueError(f"no customer of the {task} population at {cutoff.date()}")
+    rows = _sample(population, cfg.monitoring.max_rows, cfg.monitoring.seed).copy()
+    rows["probability"] = score(rows)
+    return CurrentBatch(cutoff=cutoff, rows=rows, statistics=statistics)
+
+
+def matured_check(
+    cfg: ProjectConfig,
+    data: Any,
+    reference: ChampionReference,
+    task: str,
+    score: Callable[[pd.DataFrame], Any],
+) -> MaturedCheck:
+    """Realised performance and target drift on the latest cutoff after the test cutoff whose
+    labels have matured by the end of the data (on the reference's weekday); a note if none."""
+    from pipelines.data import label_span_days
+
+    span = label_span_days(cfg)
+    latest_matured = (data.data_end - pd.Timedelta(days=span)).normalize()
+    cutoff = same_weekday_cutoff(latest_matured, reference.test_cutoff)
+    if cutoff <= reference.test_cutoff:
+        first = reference.test_cutoff + pd.Timedelta(days=7)
+        return MaturedCheck(
+            note=(
+                f"no cutoff after the test cutoff {reference.test_cutoff.date()} has matured "
+                f"labels yet (labels of {first.date()} mature on "
+                f"{(first + pd.Timedelta(days=span)).date()})"
+            )
+        )
+    features, _ = batch_features(cfg, data, cutoff, reference)
+    labels = matured_labels(cfg, data, cutoff, features)
+    labelled = features.assign(label=labels[reference.label_column].to_numpy())
+    labelled = task_population(labelled, task, cfg.labels)
+    labelled = labelled.loc[labelled["label"].notna()]
+    if len(labelled):
+        labelled = labelled.assign(probability=score(labelled))
+    performance = assess_performance(
+        labelled["label"].to_numpy(),
+        labelled["probability"].to_numpy() if len(labelled) else np.array([]),
+        reference.promised,
+        cfg.monitoring,
+        cutoff=cutoff,
+        ece_bins=cfg.training.ece_bins,
+    )
+    if not performance.sufficient:
+        return MaturedCheck(performance=performance)
+    target_drift, snapshot = performance_report(reference.predictions, labelled, cfg.monitoring)
+    return MaturedCheck(performance=performance, target_drift=target_drift, snapshot=snapshot)
+
+
+def monitor_summary(
+    task: str,
+    reference: ChampionReference,
+    batch: CurrentBatch,
+    data_end: pd.Timestamp,
+    customers: CustomerDrift,
+    events: DriftReport | None,
+    matured: MaturedCheck,
+    reasons: list[str],
+) -> dict[str, Any]:
+    """The monitor's JSON summary: the verdict, then every check's details."""
+    alarm = bool(reasons)
+    return {
+        "task": task,
+        "model": reference.description,
+        "model_name": reference.model_name,
+        "model_version": reference.version,
+        "champion_run_id": reference.run_id,
+        "reference_cutoff": str(reference.test_cutoff.date()),
+        "current_cutoff": str(batch.cutoff.date()),
+        "data_end": str(data_end.date()),
+        "n_reference": len(reference.features),
+        "n_current": len(batch.rows),
+        "statistics": batch.statistics,
+        "alarm": alarm,
+        "alarm_reasons": reasons,
+        "drift_detected": bool(
+            customers.features.alarms or customers.predictions.alarms or (events and events.alarms)
+        ),
+        "performance_decay": bool(matured.performance is not None and matured.performance.decayed),
+        "feature_drift": customers.features.to_dict(),
+        "prediction_drift": customers.predictions.to_dict(),
+        "event_drift": None if events is None else events.to_dict(),
+        "target_drift": None if matured.target_drift is None else matured.target_drift.to_dict(),
+        "performance": None if matured.performance is None else matured.performance.to_dict(),
+        "performance_note": matured.note,
+        "exit_code": ALARM_EXIT_CODE if alarm else 0,
+    }
+
+
+def monitor_paths(
+    cfg: ProjectConfig, task: str, cutoff: pd.Timestamp, out_dir: Path | None
+) -> tuple[Path, Path]:
+    """The HTML page and the JSON summary of one check (``monitoring.report_dir`` by default)."""
+    out_dir = Path(out_dir or cfg.monitoring.report_dir or Path(cfg.output_dir) / "monitoring")
+    stem = f"monitor_{task}_{cutoff.date()}"
+    return out_dir / f"{stem}.html", out_dir / f"{stem}.json"
+
+
+def write_monitor_page(
+    summary: dict[str, Any],
+    customers: CustomerDrift,
+    events: DriftReport | None,
+    matured: MaturedCheck,
+    path: Path,
+) -> None:
+    """The HTML page: the summary, then each check's Evidently charts."""
+    page = render_monitor_html(
+        summary,
+        [
+            ("Customer features and predictions", customers.both.snapshot),
+            ("Raw events", None if events is None else events.snapshot),
+            ("Target drift and classification quality", matured.snapshot),
+        ],
+    )
+    write_atomically(path, lambda p: p.write_text(page, encoding="utf-8"))
 
 
 def run_monitor(
@@ -257,8 +392,7 @@ def run_monitor(
     data on the reference cutoff's weekday). ``retrain_on_drift`` (default from
     ``monitoring.retrain_on_alarm``) runs :func:`run_retrain` when the alarm is raised.
     """
-    from pipelines.flows import label_span_days, load_validated_data
-    from training import drift
+    from pipelines.data import load_validated_data
     from training.registry import load_probability_function
 
     monitoring = cfg.monitoring
@@ -268,170 +402,43 @@ def run_monitor(
     data = data or load_validated_data(cfg, now=now)
     score = load_probability_function(reference.model_uri)
 
-    # --- the current batch ------------------------------------------------------------------
-    if as_of is None:
-        current_cutoff = drift.same_weekday_cutoff(data.data_end, reference.test_cutoff)
-    else:
-        current_cutoff = pd.Timestamp(as_of).normalize()
-    if current_cutoff <= reference.test_cutoff:
-        raise ValueError(
-            f"the current cutoff {current_cutoff.date()} is not after the champion's test cutoff "
-            f"{reference.test_cutoff.date()}: there is nothing new to monitor"
-        )
-    features, stats_note = batch_features(cfg, data, current_cutoff, reference)
-    population = drift.task_population(features, task, cfg.labels)
-    if population.empty:
-        raise ValueError(f"no customer of the {task} population at {current_cutoff.date()}")
-    current = _sample(population, monitoring.max_rows, monitoring.seed).copy()
-    current["probability"] = score(current)
-    say(f"current batch: {len(current):,} customers at {current_cutoff.date()} ({stats_note})")
-
-    # --- drift of features and predictions --------------------------------------------------
-    columns = [c for c in reference.feature_columns if c in current.columns]
-    customer_drift = drift.detect_drift(
-        reference.features,
-        current,
-        config=monitoring,
-        columns=[*columns, "probability"],
-        informational=monitoring.informational_features,
-        thresholds={"probability": monitoring.prediction_threshold},
-        title="Customer features and predictions",
+    cutoff = current_cutoff(as_of, data.data_end, reference)
+    batch = current_batch(cfg, data, reference, task, cutoff, score)
+    say(f"current batch: {len(batch.rows):,} customers at {cutoff.date()} ({batch.statistics})")
+    customers = customer_drift(
+        reference.features, batch.rows, reference.feature_columns, monitoring
     )
-    evidently_columns = drift.default_report_columns(
-        drift.DriftReport(
-            columns=tuple(c for c in customer_drift.columns if c.column != "probability")
-        ),
-        monitoring.report_columns,
-    )
-    customer_drift = drift.attach_evidently_report(
-        customer_drift, reference.features, current, columns=["probability", *evidently_columns]
-    )
-    feature_drift = drift.DriftReport(
-        columns=tuple(c for c in customer_drift.columns if c.column != "probability"),
-        title="Customer features",
-    )
-    prediction_drift = drift.DriftReport(
-        columns=(customer_drift.column("probability"),), title="Predictions"
-    )
-
-    # --- drift of the raw events ------------------------------------------------------------
-    window = monitoring.event_window_days
-    reference_start = reference.test_cutoff - pd.Timedelta(days=window)
-    reference_events = data.events.loc[
-        (data.events["timestamp"] >= reference_start)
-        & (data.events["timestamp"] < reference.test_cutoff)
-    ]
-    event_drift = None
-    if len(reference_events):
-        medians = drift.category_medians(reference_events)
-        event_reference = drift.event_window(
-            data.events, reference.test_cutoff, window, reference_medians=medians
-        )
-        event_current = drift.event_window(
-            data.events, current_cutoff, window, reference_medians=medians
-        )
-        if len(event_current):
-            event_drift = drift.detect_drift(
-                event_reference,
-                event_current,
-                config=monitoring,
-                missing_as_level=False,
-                check_missing=False,
-                title="Raw events",
-            )
-            event_drift = drift.attach_evidently_report(
-                event_drift, event_reference, event_current, limit=len(event_drift.columns)
-            )
-
-    # --- matured labels: target drift and realised performance ------------------------------
-    performance = target_drift = performance_snapshot = None
-    latest_matured = (data.data_end - pd.Timedelta(days=label_span_days(cfg))).normalize()
-    matured_cutoff = drift.same_weekday_cutoff(latest_matured, reference.test_cutoff)
-    performance_note = None
-    if matured_cutoff <= reference.test_cutoff:
-        performance_note = (
-            f"no cutoff after the test cutoff {reference.test_cutoff.date()} has matured labels "
-            f"yet (labels of {(reference.test_cutoff + pd.Timedelta(days=7)).date()} mature on "
-            f"{(reference.test_cutoff + pd.Timedelta(days=7 + label_span_days(cfg))).date()})"
-        )
-    else:
-        matured_features, _ = batch_features(cfg, data, matured_cutoff, reference)
-        labels = matured_labels(cfg, data, matured_cutoff, matured_features)
-        labelled = matured_features.assign(label=labels[reference.label_column].to_numpy())
-        labelled = drift.task_population(labelled, task, cfg.labels)
-        labelled = labelled.loc[labelled["label"].notna()]
-        if len(labelled):
-            labelled = labelled.assign(probability=score(labelled))
-        performance = drift.assess_performance(
-            labelled["label"].to_numpy(),
-            labelled["probability"].to_numpy() if len(labelled) else np.array([]),
-            reference.promised,
-            monitoring,
-            cutoff=matured_cutoff,
-            ece_bins=cfg.training.ece_bins,
-        )
-        if performance.sufficient:
-            target_drift, performance_snapshot = drift.performance_report(
-                reference.predictions, labelled, monitoring
-            )
+    events = event_drift(data.events, reference.test_cutoff, cutoff, monitoring)
+    matured = matured_check(cfg, data, reference, task, score)
+    if matured.performance is not None:
+        performance = matured.performance
         say(
-            f"matured batch {matured_cutoff.date()}: {performance.n_rows:,} customers, "
+            f"matured batch {performance.cutoff}: {performance.n_rows:,} customers, "
             + ("decay" if performance.decayed else (performance.note or "performance kept"))
         )
 
-    # --- verdict, files, MLflow -------------------------------------------------------------
-    reasons = _alarm_reasons(
-        cfg, feature_drift, prediction_drift, event_drift, target_drift, performance
+    reasons = alarm_reasons(
+        monitoring,
+        customers.features,
+        customers.predictions,
+        events,
+        matured.target_drift,
+        matured.performance,
     )
-    alarm = bool(reasons)
-    summary: dict[str, Any] = {
-        "task": task,
-        "model": reference.description,
-        "model_name": reference.model_name,
-        "model_version": reference.version,
-        "champion_run_id": reference.run_id,
-        "reference_cutoff": str(reference.test_cutoff.date()),
-        "current_cutoff": str(current_cutoff.date()),
-        "data_end": str(data.data_end.date()),
-        "n_reference": len(reference.features),
-        "n_current": len(current),
-        "statistics": stats_note,
-        "alarm": alarm,
-        "alarm_reasons": reasons,
-        "drift_detected": bool(
-            feature_drift.alarms or prediction_drift.alarms or (event_drift and event_drift.alarms)
-        ),
-        "performance_decay": bool(performance is not None and performance.decayed),
-        "feature_drift": feature_drift.to_dict(),
-        "prediction_drift": prediction_drift.to_dict(),
-        "event_drift": None if event_drift is None else event_drift.to_dict(),
-        "target_drift": None if target_drift is None else target_drift.to_dict(),
-        "performance": None if performance is None else performance.to_dict(),
-        "performance_note": performance_note,
-        "exit_code": ALARM_EXIT_CODE if alarm else 0,
-    }
-    out_dir = Path(out_dir or monitoring.report_dir or Path(cfg.output_dir) / "monitoring")
-    stem = f"monitor_{task}_{current_cutoff.date()}"
-    html_path = out_dir / f"{stem}.html"
-    json_path = out_dir / f"{stem}.json"
+    summary = monitor_summary(
+        task, reference, batch, data.data_end, customers, events, matured, reasons
+    )
+    html_path, json_path = monitor_paths(cfg, task, cutoff, out_dir)
     summary["html"], summary["json"] = str(html_path), str(json_path)
-    page = drift.render_monitor_html(
-        summary,
-        [
-            ("Customer features and predictions", customer_drift.snapshot),
-            ("Raw events", None if event_drift is None else event_drift.snapshot),
-            ("Target drift and classification quality", performance_snapshot),
-        ],
-    )
-    write_atomically(html_path, lambda p: p.write_text(page, encoding="utf-8"))
+    write_monitor_page(summary, customers, events, matured, html_path)
     if log_to_mlflow:
         summary["mlflow_run_id"] = _log_monitor_run(
-            cfg, summary, feature_drift, prediction_drift, html_path, json_path
+            cfg, summary, customers.features, customers.predictions, html_path, json_path
         )
     write_json(summary, json_path)
-    say(("ALARM: " + "; ".join(reasons)) if alarm else "no alarm")
+    say(("ALARM: " + "; ".join(reasons)) if summary["alarm"] else "no alarm")
 
-    if alarm and (monitoring.retrain_on_alarm if retrain_on_drift is None else retrain_on_drift):
+    if retrain_wanted(summary["alarm"], monitoring, retrain_on_drift):
         say("retraining on the monitor's alarm")
         summary["retrain"] = run_retrain(cfg, task=task, trigger="monitor", data=data, say=say)
         write_json(summary, json_path)
@@ -538,7 +545,7 @@ def notify_reload(url: str, *, api_key_env: str = "CHURN_API_KEY", timeout_s: fl
         headers.update({"Authorization": f"Bearer {key}", "X-API-Key": key})
     request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return f"reloaded: HTTP {response.status}"
     except Exception as exc:  # the service may be down; it will poll the alias
         return f"reload request failed ({type(exc).__name__}: {exc}); the service polls the alias"
@@ -549,7 +556,7 @@ def refreshed_cutoffs(cfg: ProjectConfig, data_end: pd.Timestamp) -> list[pd.Tim
     the latest cutoff whose labels have matured (explicit dates in the config are ignored: a
     retrain always moves forward to the newest labels)."""
     from features.config import CutoffConfig
-    from pipelines.flows import label_span_days, resolve_cutoffs
+    from pipelines.data import label_span_days, resolve_cutoffs
 
     grid = CutoffConfig(count=cfg.cutoffs.count, every_days=cfg.cutoffs.every_days)
     return resolve_cutoffs(grid, data_end, label_span_days(cfg))
@@ -572,7 +579,7 @@ def run_retrain(
     """
     import mlflow
 
-    from pipelines.flows import (
+    from pipelines.data import (
         build_training_table,
         describe_source,
         load_validated_data,

@@ -12,9 +12,10 @@ writes the risk list, ranked by expected value at risk:
   ``INSERT``): re-running a date never duplicates rows, and a failure midway rolls back to the
   previous rows of that date;
 * to the service's copy (``serving.risk_list_path``, default ``<output_dir>/risk_list.parquet``)
-  with its ``.meta.json`` sidecar (bands, global statistics, category shares of this run), read
-  by ``POST /risk_list`` and by ``serving.scoring.load_champions``. It is only replaced by a run
-  of the same or a later ``as_of``, so back-filling an old date does not hide the latest list.
+  with its ``.meta.json`` sidecar (``serving.scoring.RiskListMeta``: bands, global statistics,
+  category shares of this run), read by ``POST /risk_list`` and by
+  ``serving.scoring.load_champions``. It is only replaced by a run of the same or a later
+  ``as_of``, so back-filling an old date does not hide the latest list.
 
 Global statistics (segment cut points, CLV fits) are refitted on the whole customer base at
 ``as_of``, exactly as training fits them per snapshot cutoff.
@@ -33,15 +34,18 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.config import ProjectConfig
-from pipelines.flows import LoadedData, load_validated_data
+from pipelines.data import LoadedData, load_validated_data
 from pipelines.io import write_table
 from serving.decisions import is_missing
+
+if TYPE_CHECKING:
+    from serving.scoring import RiskListMeta
 
 __all__ = [
     "DB_COLUMN_TYPES",
@@ -290,7 +294,7 @@ def _counts(values: pd.Series) -> dict[str, int]:
 
 
 def update_service_risk_list(
-    path: Path, table: pd.DataFrame, meta: dict[str, Any]
+    path: Path, table: pd.DataFrame, meta: RiskListMeta
 ) -> tuple[bool, str]:
     """Replace the service's risk list (``serving.risk_list_path``) and its sidecar by
     ``table`` and ``meta``, unless the current one holds a later ``as_of``: back-filling an old
@@ -300,10 +304,10 @@ def update_service_risk_list(
 
     if path.is_file():
         try:
-            current = read_risk_list(path).meta.get("as_of")
+            current = read_risk_list(path).meta.as_of
         except Exception:  # unreadable: replace it
             current = None
-        if current is not None and str(current) > str(meta["as_of"]):
+        if current is not None and str(current) > str(meta.as_of):
             return False, f"kept: it holds the later date {current}"
     write_risk_list(table, path, meta)
     return True, "updated"
@@ -326,6 +330,7 @@ def run_score(
     ``data`` / ``models`` (``serving.scoring.ScoringModels``) may be passed in to reuse them.
     """
     from serving.scoring import (
+        RiskListMeta,
         category_purchase_shares,
         load_champions,
         risk_list_table,
@@ -403,18 +408,18 @@ def run_score(
         )
         summary["db_table"] = db_table
         summary["db_url"] = _redact(db_url)
-    meta = {
-        "as_of": str(cutoff.date()),
-        "scored_at": scored_at.isoformat(),
-        "rows": len(table),
-        "model_versions": versions,
-        "run_ids": run_ids,
-        "risk_bands": scores.attrs.get("risk_bands"),
-        "band_source": scores.attrs.get("band_source"),
-        "global_stats": scores.attrs.get("global_stats"),
-        "category_shares": shares,
-        "explained_rows": summary["explained_rows"],
-    }
+    meta = RiskListMeta(
+        as_of=str(cutoff.date()),
+        scored_at=scored_at.isoformat(),
+        rows=len(table),
+        model_versions=versions,
+        run_ids=run_ids,
+        risk_bands=scores.attrs.get("risk_bands"),
+        band_source=scores.attrs.get("band_source"),
+        global_stats=scores.attrs.get("global_stats"),
+        category_shares=shares,
+        explained_rows=summary["explained_rows"],
+    )
     service_path = cfg.serving.risk_list_location(cfg.output_dir)
     written, why = update_service_risk_list(service_path, table, meta)
     summary["service_risk_list"] = {"path": str(service_path), "written": written, "note": why}

@@ -1,6 +1,6 @@
 """Flows for ``--engine spark``: features, snapshots and batch scoring on PySpark.
 
-The same summaries as ``pipelines.flows`` / ``pipelines.scoring`` and the same tables (columns,
+The same summaries as ``pipelines.data`` / ``pipelines.scoring`` and the same tables (columns,
 values within float tolerance), computed by ``features.spark`` instead of pandas on one machine.
 
 **Input.** Each configured source is read by Spark: a Parquet file or directory (``path``), or a
@@ -31,9 +31,10 @@ list exactly; what is global is computed globally:
 3. pass 1, per bucket of customers: churn probabilities and expected values at risk. Without a
    stored reference (``band_source`` ``scored_population``), the active customers' churn
    probabilities are collected on the driver (8 bytes each), the risk bands fitted on all of
-   them and the sorted scores broadcast for the percentiles (``percentile_rank``'s formula). The
-   rows to explain (``serving.batch_reason_rows``, largest value at risk in the high and medium
-   bands) are chosen globally with a top-N query, and counted per bucket;
+   them (``serving.decisions.risk_bands_for_call``) and the sorted scores broadcast for the
+   percentiles (``serving.decisions.percentile_among``). The rows to explain
+   (``serving.batch_reason_rows``, largest value at risk in the high and medium bands) are
+   chosen globally with a top-N query, and counted per bucket;
 4. pass 2, per bucket: ``score_customers`` with those global bands, the global category shares,
    the customers' categorised purchases (for cross-sell) and "explain the top k" where k is the
    bucket's count from step 3 -- the top k of a bucket under the same order are exactly its
@@ -46,7 +47,7 @@ before scoring with ``pipelines.scoring``'s ``NobodyToScoreError`` and message (
 exits 2) and writes nothing.
 
 **Snapshots** (:func:`run_snapshots_spark`) are the training table of
-``pipelines.flows.build_training_table``: labels on the training window
+``pipelines.data.build_training_table``: labels on the training window
 (``labels.training_horizon_days``), both horizons in the dataset's pandas ``attrs["labels"]``.
 """
 
@@ -258,7 +259,7 @@ def run_features_spark(
     spark: Any | None = None,
     n_buckets: int | None = None,
 ) -> dict[str, Any]:
-    """``pipelines.flows.run_features`` on Spark: features as of ``as_of`` to a Parquet dataset
+    """``pipelines.data.run_features`` on Spark: features as of ``as_of`` to a Parquet dataset
     (with a ``customer_id`` column), statistics beside it as ``<out>.stats.json``."""
     from features.spark import build_features_spark
 
@@ -301,10 +302,10 @@ def run_snapshots_spark(
     spark: Any | None = None,
     n_buckets: int | None = None,
 ) -> dict[str, Any]:
-    """``pipelines.flows.run_snapshots`` on Spark: the stacked training table as Parquet, each
-    cutoff's statistics beside it (``pipelines.flows.snapshot_stats_path``) for training.
+    """``pipelines.data.run_snapshots`` on Spark: the stacked training table as Parquet, each
+    cutoff's statistics beside it (``pipelines.data.snapshot_stats_path``) for training.
 
-    As ``pipelines.flows.build_training_table``: the default cutoff grid ends at the latest
+    As ``pipelines.data.build_training_table``: the default cutoff grid ends at the latest
     cutoff whose *training* window has matured, labels use that window
     (``LabelParams.for_training()``), and the dataset carries ``label_horizons(cfg)`` in its
     pandas ``attrs["labels"]`` (read back by ``churn train --snapshots``)."""
@@ -312,7 +313,7 @@ def run_snapshots_spark(
 
     from features.contract import LABEL_COLUMNS
     from features.spark import build_snapshots_spark
-    from pipelines.flows import (
+    from pipelines.data import (
         label_horizons,
         resolve_cutoffs,
         snapshot_stats_path,
@@ -480,21 +481,6 @@ def _history_frame(pdf: pd.DataFrame | None) -> pd.DataFrame | None:
     )
 
 
-def _global_percentiles(churn: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``percentile_rank(churn)`` over all scored customers of the batch, from their sorted
-    scores: ``100 * (average rank - 1) / (n - 1)``, ties counting half, NaN kept."""
-    result = np.full(churn.shape, np.nan)
-    scored = np.isfinite(churn)
-    n = reference.size
-    if n == 1:
-        result[scored] = 50.0
-    elif n > 1:
-        below = np.searchsorted(reference, churn[scored], side="left")
-        ties = np.searchsorted(reference, churn[scored], side="right") - below
-        result[scored] = 100.0 * (below + 0.5 * (ties - 1)) / (n - 1)
-    return result
-
-
 #: Columns of the per-bucket score rows: the risk list's, plus what the summary counts.
 _EXTRA_SCORE_COLUMNS = ("is_active", "winback_probability", "reasons_computed")
 
@@ -567,7 +553,7 @@ def score_features_spark(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from serving.decisions import RiskBands, fit_risk_bands
+    from serving.decisions import RiskBands, percentile_among, risk_bands_for_call
     from serving.scoring import score_customers
 
     spark = features.sparkSession
@@ -615,22 +601,16 @@ def score_features_spark(
         if fixed_bands is None:
             churn = scored.select("churn_probability").toArrow().column(0).to_numpy()
             reference = np.sort(churn.astype(np.float64))
-            if reference.size and np.unique(reference).size < 2:
-                raise ValueError(
-                    "risk bands are unknown: the churn model has no stored test-cutoff scores "
-                    f"and the batch has only {reference.size} distinct score(s) to fit them on"
-                )
-            bands = (
-                fit_risk_bands(reference, serving.high_risk_share, serving.medium_risk_share)
-                if reference.size
-                else None
+            bands, _ = risk_bands_for_call(
+                reference,
+                None,
+                None,
+                high_share=serving.high_risk_share,
+                medium_share=serving.medium_risk_share,
+                warnings=warnings,
+                scored_together="the batch",
+                advice="",
             )
-            if bands is not None:
-                warnings.append(
-                    f"risk bands and percentiles fitted on this call's {reference.size} scored "
-                    "active customers (no stored reference): they depend on who is scored "
-                    "together"
-                )
         else:
             bands = fixed_bands
         explain_counts: dict[int, int] | None = None  # None: explain every scored row
@@ -683,7 +663,7 @@ def score_features_spark(
             category_shares=shares,
         )
         if values["reference"] is not None:
-            scores["churn_percentile"] = _global_percentiles(
+            scores["churn_percentile"] = percentile_among(
                 scores["churn_probability"].to_numpy(dtype=np.float64), values["reference"]
             )
         return _flat_scores(scores, loaded)[names]
@@ -874,7 +854,7 @@ def run_score_spark(
 
     from features.spark import build_features_spark
     from pipelines.scoring import split_table_name, update_service_risk_list
-    from serving.scoring import load_champions
+    from serving.scoring import RiskListMeta, load_champions
 
     if (db_url is None) != (db_table is None):
         raise ValueError("--db-url and --db-table go together: give both or neither")
@@ -1009,18 +989,18 @@ def run_score_spark(
         if risk_rows <= service_copy_max_rows:
             table = ranked.toPandas().sort_values("rank").reset_index(drop=True)
             table["as_of"] = pd.to_datetime(table["as_of"]).astype("datetime64[ns]")
-            meta = {
-                "as_of": str(cutoff.date()),
-                "scored_at": scored_at.isoformat(),
-                "rows": len(table),
-                "model_versions": versions,
-                "run_ids": models.run_ids(),
-                "risk_bands": facts["risk_bands"],
-                "band_source": facts["band_source"],
-                "global_stats": features.stats[str(cutoff.date())].to_dict(),
-                "category_shares": shares,
-                "explained_rows": summary_out["explained_rows"],
-            }
+            meta = RiskListMeta(
+                as_of=str(cutoff.date()),
+                scored_at=scored_at.isoformat(),
+                rows=len(table),
+                model_versions=versions,
+                run_ids=models.run_ids(),
+                risk_bands=facts["risk_bands"],
+                band_source=facts["band_source"],
+                global_stats=features.stats[str(cutoff.date())].to_dict(),
+                category_shares=shares,
+                explained_rows=summary_out["explained_rows"],
+            )
             written, why = update_service_risk_list(service_path, table, meta)
         else:
             written = False

@@ -1,7 +1,10 @@
-"""What the service decides from scores: risk bands, percentiles, actions and readable reasons.
+"""What the service decides from scores: risk bands, percentiles, actions, readable reasons
+and cross-sell candidates.
 
-Pure functions and frozen settings, no I/O and no serving framework: the BentoML service calls
-them, the tests call them directly, and the docs render the same rule table the API returns.
+Pure functions and frozen settings, no I/O and no serving framework: the one implementation of
+each rule, called by batch scoring (``serving.scoring``), the Spark batch
+(``pipelines.spark_flows``) and the service's fast path (``serving.rows``); the tests call them
+directly, and the docs render the same rule table the API returns.
 
 **Risk bands.** A calibrated churn probability says how likely a customer is to leave; a
 retention team works from a list it can afford to call. :func:`fit_risk_bands` turns the score
@@ -37,6 +40,10 @@ it). Column names are parsed once, by ``training.explain.parse_feature_name``, f
 names and the sentences alike: the canonical lifecycle columns and the per-event-type
 ``ev_<type>_*`` / ``ratio_<a>_per_<b>_<N>d`` / ``attr_*`` columns ("add contact events in the
 last 90 days: 3, down from 11 in the 90 days before"). No percentage beyond +-999% is shown.
+
+**Cross-sell.** :func:`suggest_cross_sell`: the categories a customer has not bought yet, by
+their share among buying customers, each with propensity = up-sell probability x share (a
+ranking heuristic, see ``serving.scoring``).
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ from training.explain import (
 __all__ = [
     "ACTIONS",
     "ACTION_RULES",
-    "CONTEXT_SUFFIX",
+    "CROSS_SELL_NEEDS_EVENTS",
     "MAX_PERCENT",
     "RISK_BANDS",
     "RULE_INPUT_COLUMNS",
@@ -72,10 +79,9 @@ __all__ = [
     "Clause",
     "RiskBand",
     "RiskBands",
+    "RiskBandsUnknownError",
     "apply_action_rules",
     "assign_risk_bands",
-    "cross_sell_candidates",
-    "cross_sell_candidates_frame",
     "expected_value_at_risk",
     "feature_unit",
     "fit_risk_bands",
@@ -83,13 +89,14 @@ __all__ = [
     "format_feature_value",
     "is_missing",
     "is_plausible_risk",
+    "percentile_among",
     "percentile_rank",
-    "reason_text",
+    "reason_candidate_count",
     "reason_texts",
-    "risk_band",
+    "reasons_from_contributions",
+    "risk_bands_for_call",
     "rule_table",
-    "suggest_action_reason",
-    "suggest_actions",
+    "suggest_cross_sell",
 ]
 
 RiskBand = Literal["high", "medium", "low"]
@@ -186,19 +193,9 @@ def fit_risk_bands(
     return RiskBands(high=high, medium=medium)
 
 
-def risk_band(prob: float, bands: RiskBands) -> RiskBand | None:
-    """The band of one probability; None when it is missing (e.g. a lapsed customer)."""
-    if prob is None or math.isnan(float(prob)):
-        return None
-    if prob >= bands.high:
-        return "high"
-    if prob >= bands.medium:
-        return "medium"
-    return "low"
-
-
 def assign_risk_bands(probs: np.ndarray, bands: RiskBands) -> np.ndarray:
-    """Vectorised :func:`risk_band`: an object array of "high"/"medium"/"low", None for NaN."""
+    """The band of each probability, an object array: "high" at or above ``bands.high``,
+    "medium" at or above ``bands.medium``, else "low"; None for NaN (e.g. a lapsed customer)."""
     values = np.asarray(probs, dtype=np.float64)
     result = np.full(values.shape, None, dtype=object)
     with np.errstate(invalid="ignore"):
@@ -228,14 +225,82 @@ def percentile_rank(probs: np.ndarray, reference: np.ndarray | None = None) -> n
         at_or_below = np.searchsorted(ref, values[scored], side="right")
         result[scored] = 100.0 * (below + 0.5 * (at_or_below - below)) / ref.size
         return result
-    n = int(scored.sum())
+    return percentile_among(values, np.sort(values[scored]))
+
+
+def percentile_among(probs: np.ndarray, population: np.ndarray) -> np.ndarray:
+    """:func:`percentile_rank` without a reference, for scores that belong to a larger scored
+    population: the share of the population's *other* members with a lower score, ties
+    counting half, i.e. ``100 * (average rank - 1) / (n - 1)``; a population of one gets 50,
+    NaN scores stay NaN.
+
+    ``population``: the scores of every scored member, sorted ascending, ``probs`` among them
+    (e.g. a whole Spark batch, of which ``probs`` is one bucket), so that the percentiles of
+    the parts are those of the whole.
+    """
+    values = np.asarray(probs, dtype=np.float64)
+    result = np.full(values.shape, np.nan)
+    scored = np.isfinite(values)
+    n = population.size
     if n == 1:
         result[scored] = 50.0
     elif n > 1:
-        from scipy.stats import rankdata
-
-        result[scored] = 100.0 * (rankdata(values[scored], method="average") - 1.0) / (n - 1)
+        below = np.searchsorted(population, values[scored], side="left")
+        ties = np.searchsorted(population, values[scored], side="right") - below
+        result[scored] = 100.0 * (below + 0.5 * (ties - 1)) / (n - 1)
     return result
+
+
+#: The end of :class:`RiskBandsUnknownError`'s message: how to give the model fixed bands.
+RISK_BANDS_ADVICE = (
+    "; run `churn score` once (or log test_predictions.parquet with the training run)"
+)
+
+
+class RiskBandsUnknownError(ValueError):
+    """No stored risk bands, and too few distinct churn scores to fit them on (the service
+    answers 503: the request is fine, the models lack their reference)."""
+
+
+def risk_bands_for_call(
+    churn: np.ndarray,
+    stored: RiskBands | None,
+    stored_reference: np.ndarray | None,
+    *,
+    high_share: float,
+    medium_share: float,
+    warnings: list[str],
+    scored_together: str = "this call",
+    advice: str = RISK_BANDS_ADVICE,
+) -> tuple[RiskBands | None, np.ndarray | None]:
+    """The risk bands and the percentile reference one scoring call uses.
+
+    The stored bands and reference when the models carry them (fitted on the test cutoff, so a
+    band means the same in every call). Otherwise the bands are fitted on the call's own
+    finite churn scores with the configured shares and ``warnings`` gets a note that they
+    depend on who is scored together; the reference is then None (percentiles within the
+    call). (None, None) when nothing is scored. Fewer than two distinct scores cannot be
+    banded: :class:`RiskBandsUnknownError`, naming ``scored_together`` and ending in
+    ``advice``.
+
+    One rule for the service's fast path, ``serving.scoring`` and the Spark batch (which fits
+    on the whole batch at once).
+    """
+    if stored is not None:
+        return stored, stored_reference
+    scored = churn[np.isfinite(churn)]
+    if scored.size == 0:
+        return None, None
+    if np.unique(scored).size < 2:
+        raise RiskBandsUnknownError(
+            "risk bands are unknown: the churn model has no stored test-cutoff scores and "
+            f"{scored_together} has only {scored.size} distinct score(s) to fit them on{advice}"
+        )
+    warnings.append(
+        f"risk bands and percentiles fitted on this call's {scored.size} scored active "
+        "customers (no stored reference): they depend on who is scored together"
+    )
+    return fit_risk_bands(scored, high_share, medium_share), None
 
 
 def _finite_reference(reference: np.ndarray) -> np.ndarray:
@@ -489,7 +554,7 @@ ACTION_RULES: tuple[ActionRule, ...] = (
     ),
 )
 
-#: Columns the rule table reads (``suggest_actions`` checks them).
+#: Columns the rule table reads (``apply_action_rules`` checks them).
 RULE_INPUT_COLUMNS: tuple[str, ...] = (
     "is_active",
     "risk_band",
@@ -528,7 +593,7 @@ def rule_table(policy: ActionPolicy | None = None) -> list[dict[str, Any]]:
 def _check_rule_inputs(frame: pd.DataFrame) -> None:
     missing = [c for c in RULE_INPUT_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"suggest_actions needs columns {missing}")
+        raise ValueError(f"apply_action_rules needs columns {missing}")
     active = frame["is_active"]
     not_bool = ~active.isin((True, False))
     if not_bool.any():
@@ -593,87 +658,57 @@ def apply_action_rules(frame: pd.DataFrame, policy: ActionPolicy | None = None) 
     )
 
 
-def suggest_actions(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
-    """The suggested action per row (first matching rule of :data:`ACTION_RULES`)."""
-    return apply_action_rules(frame, policy)["suggested_action"]
-
-
-def suggest_action_reason(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
-    """The rationale of the rule that chose each row's action."""
-    return apply_action_rules(frame, policy)["action_reason"]
-
-
 # --------------------------------------------------------------------------------------------
 # cross-sell
 # --------------------------------------------------------------------------------------------
 
 
-def cross_sell_candidates(
-    bought_categories: Iterable[str],
-    category_propensity: Mapping[str, float],
-    top_k: int = 3,
-    *,
-    min_propensity: float = 0.0,
-) -> list[dict[str, Any]]:
-    """The ``top_k`` categories the customer has not bought yet, most likely first.
+#: The warning of a call that scores feature rows without the purchase history.
+CROSS_SELL_NEEDS_EVENTS = "cross-sell candidates need the purchase history (events): not computed"
 
-    Each candidate is ``{"category", "propensity"}``; ties go alphabetically, NaN propensities
-    and those below ``min_propensity`` are never candidates.
+
+def suggest_cross_sell(
+    customer_ids: np.ndarray,
+    upsell: np.ndarray,
+    bought_pairs: pd.DataFrame,
+    shares: Mapping[str, float],
+    top_k: int,
+) -> np.ndarray:
+    """The cross-sell candidates of each row: a list of ``{"category", "propensity"}``.
+
+    The categories the customer has not bought yet (``bought_pairs``: (customer_id, category)
+    rows), by their share among buying customers (largest first, ties by name, NaN shares
+    never), at most ``top_k``; propensity = the row's up-sell probability x the share. Rows
+    without an up-sell probability (lapsed customers) get none. The one cross-sell rule of
+    batch scoring, the service's events path and the Spark batch.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    bought = set(bought_categories)
-    candidates = []
-    for category, propensity in category_propensity.items():
-        value = float(propensity)
-        if category in bought or math.isnan(value) or value < min_propensity:
-            continue
-        if math.isinf(value):
-            raise ValueError(f"propensity of category {category!r} is infinite")
-        candidates.append((-value, str(category)))
-    candidates.sort()
-    return [{"category": c, "propensity": -v} for v, c in candidates[:top_k]]
-
-
-def cross_sell_candidates_frame(
-    bought_categories: pd.Series,
-    propensities: pd.DataFrame,
-    top_k: int = 3,
-    *,
-    min_propensity: float = 0.0,
-) -> pd.Series:
-    """:func:`cross_sell_candidates` for many customers at once.
-
-    ``propensities`` has one row per customer and one column per category; ``bought_categories``
-    holds, on the same index, each customer's list of categories bought (None or NaN = none).
-    """
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if not bought_categories.index.equals(propensities.index):
-        raise ValueError("bought_categories and propensities must share the same index")
-    categories = [str(c) for c in propensities.columns]
-    scores = propensities.to_numpy(dtype=np.float64, copy=True)
-    if np.isinf(scores).any():
-        raise ValueError("propensities contain infinite values")
-    position = {c: j for j, c in enumerate(categories)}
-    for row, bought in enumerate(bought_categories.to_numpy(dtype=object)):
-        for category in () if is_missing(bought) else bought:
-            j = position.get(str(category))
-            if j is not None:
-                scores[row, j] = np.nan
-    scores[scores < min_propensity] = np.nan
-    # Sort by descending score, ties alphabetically: columns in alphabetical order first.
-    alphabetical = np.argsort(np.array(categories, dtype=object), kind="stable")
-    ordered = scores[:, alphabetical]
-    keys = np.where(np.isnan(ordered), np.inf, -ordered)
-    order = alphabetical[np.argsort(keys, axis=1, kind="stable")[:, :top_k]]
-    result = []
-    for row in range(scores.shape[0]):
-        picks = [j for j in order[row] if not np.isnan(scores[row, j])]
-        result.append(
-            [{"category": categories[j], "propensity": float(scores[row, j])} for j in picks]
+    result = np.empty(len(customer_ids), dtype=object)
+    for i in range(len(customer_ids)):
+        result[i] = []
+    categories = sorted(
+        (c for c in shares if math.isfinite(shares[c])), key=lambda c: (-shares[c], c)
+    )
+    rows = np.flatnonzero(np.isfinite(upsell))
+    if not categories or rows.size == 0:
+        return result
+    owned = np.zeros((len(customer_ids), len(categories)), dtype=bool)
+    if len(bought_pairs):
+        row_of = pd.Index(np.asarray(customer_ids, dtype=object)).get_indexer(
+            bought_pairs["customer_id"].to_numpy(dtype=object)
         )
-    return pd.Series(result, index=propensities.index, name="cross_sell_candidates", dtype=object)
+        column_of = pd.Index(categories).get_indexer(bought_pairs["category"].to_numpy(object))
+        hit = (row_of >= 0) & (column_of >= 0)
+        owned[row_of[hit], column_of[hit]] = True
+    share_values = [float(shares[c]) for c in categories]
+    available = ~owned[rows]
+    picked = available & (np.cumsum(available, axis=1) <= top_k)
+    probabilities = upsell[rows].tolist()
+    for row, p, mask in zip(rows.tolist(), probabilities, picked, strict=True):
+        result[row] = [
+            {"category": categories[j], "propensity": p * share_values[j]}
+            for j in np.flatnonzero(mask).tolist()
+        ]
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,9 +789,6 @@ _FEATURE_NAMES: dict[str, str] = {
 }
 
 RAISES_RISK_SUFFIX = " (raises risk)"
-#: Suffix of a feature the model weighs towards churn whose value reads as engagement to a
-#: person (:func:`is_plausible_risk` is False): shown as context, never as a risk.
-CONTEXT_SUFFIX = " (context, not a risk sign by itself)"
 
 #: Percentages are shown up to this size; beyond it a value reads as a multiple.
 MAX_PERCENT = 999
@@ -1024,6 +1056,16 @@ def _sentence(
     currency: str,
     row: Mapping[str, Any],
 ) -> str:
+    """One feature value as a sentence, without the "(raises risk)" of a reason.
+
+    Features of the lifecycle feature set and the per-event-type columns get a sentence of
+    their own ("3 complaints in the last 90 days", "spend down 50% vs the previous period",
+    "last add contact event 12 days ago", "2.5 dislikes per like in the last 30 days"); any
+    other feature reads "<readable name>: <value>", the readable name taken from
+    ``readable_names`` (the model's feature metadata) or derived from the column name.
+    ``row`` is the customer's row: a trend then reads with the counts it compares ("add
+    contact events in the last 90 days: 3, down from 11 in the 90 days before").
+    """
     shown = format_feature_value(feature, value, currency=currency)
     missing = is_missing(value)
     if feature == "recency_days":
@@ -1320,34 +1362,6 @@ def is_plausible_risk(
     return parts is None or not _engaged(parts, number, row)
 
 
-def reason_text(
-    feature: str,
-    value: Any,
-    readable_names: Mapping[str, str] | None = None,
-    *,
-    currency: str = "",
-    feature_values: Mapping[str, Any] | None = None,
-) -> str:
-    """One risk-raising reason as a sentence: "no activity for 63 days (raises risk)".
-
-    Features of the lifecycle feature set and the per-event-type columns get a sentence of
-    their own ("3 complaints in the last 90 days", "spend down 50% vs the previous period",
-    "last add contact event 12 days ago", "2.5 dislikes per like in the last 30 days"); any
-    other feature reads "<readable name>: <value>", the readable name taken from
-    ``readable_names`` (the model's feature metadata) or derived from the column name.
-
-    ``feature_values`` is the customer's row (optional): a trend then reads with the counts
-    it compares ("add contact events in the last 90 days: 3, down from 11 in the 90 days
-    before"), and it informs :func:`is_plausible_risk`. A value that is not a plausible risk
-    ends in ``CONTEXT_SUFFIX`` instead of "(raises risk)"; :func:`reason_texts` skips those.
-    """
-    row = feature_values or {}
-    sentence = _sentence(feature, value, readable_names or {}, currency, row)
-    if not is_plausible_risk(feature, value, row):
-        return sentence + CONTEXT_SUFFIX
-    return sentence + RAISES_RISK_SUFFIX
-
-
 def reason_texts(
     contributions: Mapping[str, float],
     feature_values: Mapping[str, Any],
@@ -1385,3 +1399,35 @@ def reason_texts(
         if len(reasons) == top_k:
             break
     return reasons
+
+
+def reason_candidate_count(reason_candidates: int, top_k: int) -> int:
+    """How many of a customer's largest contributions (by size) to explain for ``top_k``
+    reasons: ``reason_candidates``, and never fewer than ``top_k``, since candidates that
+    lower the risk or do not read as a plausible risk are skipped."""
+    return max(reason_candidates, top_k)
+
+
+def reasons_from_contributions(
+    explained: Iterable[Mapping[str, Any]],
+    feature_values: Mapping[str, Any],
+    readable_names: Mapping[str, str],
+    *,
+    top_k: int,
+    currency: str = "",
+) -> list[dict[str, Any]]:
+    """A customer's reasons (:func:`reason_texts`) from the model's largest contributions.
+
+    ``explained``: records as ``training.explain.top_reasons`` writes them, the
+    :func:`reason_candidate_count` largest contributions by size: ``feature``,
+    ``contribution``, ``value`` (the value the model saw, which wins over
+    ``feature_values``) and optionally a readable ``label`` (which wins over
+    ``readable_names``). ``feature_values``: the customer's row, read by
+    :func:`is_plausible_risk` for related columns. The one path from contributions to reasons
+    of batch scoring and the service's fast path.
+    """
+    explained = list(explained)
+    contributions = {r["feature"]: float(r["contribution"]) for r in explained}
+    values = {**feature_values, **{r["feature"]: r.get("value") for r in explained}}
+    names = {**readable_names, **{r["feature"]: r["label"] for r in explained if r.get("label")}}
+    return reason_texts(contributions, values, names, top_k=top_k, currency=currency)

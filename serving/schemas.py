@@ -1,5 +1,5 @@
 """Request and response models of the HTTP API: ``POST /score``, ``POST /risk_list``,
-``GET /model_info``.
+``GET /model_info``, ``POST /admin/reload``.
 
 Plain pydantic v2 models, no serving framework: BentoML turns them into the OpenAPI document
 (field descriptions and examples included) and validates requests with them, so a bad request
@@ -56,6 +56,7 @@ __all__ = [
     "ModelInfo",
     "ModelVersions",
     "Reason",
+    "ReloadResponse",
     "RiskListRequest",
     "RiskListResponse",
     "RiskListRow",
@@ -598,3 +599,30 @@ class ModelInfo(_Response):
     action_rules: list[ActionRuleInfo] = Field(
         default_factory=list, description="The rule table, as `serving.decisions.rule_table`."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# POST /admin/reload
+# --------------------------------------------------------------------------------------------
+
+
+class ReloadResponse(_Response):
+    """The outcome of a registry check (``POST /admin/reload``)."""
+
+    status: Literal["reloaded", "unchanged", "failed"] = Field(
+        ...,
+        description=(
+            "reloaded: new models or a new risk list are served; unchanged: nothing moved; "
+            "failed: the new state could not be loaded and the previous one keeps serving."
+        ),
+    )
+    model_versions: ModelVersions = Field(..., description="The versions served now.")
+    previous_versions: ModelVersions | None = Field(
+        None, description="The versions served before (reloaded only)."
+    )
+    registry_versions: dict[str, str | None] = Field(
+        default_factory=dict, description="What the configured URIs point to in the registry."
+    )
+    risk_list_as_of: str | None = Field(None, description="Date of the risk list served.")
+    message: str = ""
+    loaded_at: datetime

@@ -43,8 +43,9 @@ customer_ids=None, stats=None, refit_stats=False, explain=True, category_shares=
     text plus ``reason_1..3`` texts, model versions and run ids), as written to files and SQL.
 
 ``write_risk_list(table, path, meta)``, ``read_risk_list(path) -> RiskList``
-    The service's copy of the latest risk list (Parquet) and its ``<path>.meta.json`` sidecar
-    (as_of, versions, risk bands, global statistics and category shares of the batch run).
+    The service's copy of the latest risk list (Parquet) and its ``<path>.meta.json`` sidecar,
+    a :class:`RiskListMeta` (as_of, versions, risk bands, global statistics and category shares
+    of the batch run).
     ``RiskList.frame`` has ``reasons`` / ``cross_sell_candidates`` parsed back to lists.
 
 ``filter_risk_list(frame, *, risk_band=("high",), rfm_segment=None, lifecycle_stage=None,
@@ -83,8 +84,9 @@ Output columns (:data:`SCORE_COLUMNS`), one row per customer:
 against the same reference, so a customer's band and percentile do not depend on who else is in
 a request. The scores come, in this order of preference, from:
 
-1. ``test_predictions.parquet`` logged with the churn champion's training run (columns
-   ``customer_id``, ``cutoff``, ``probability``, ``label``; searched in the run's artifacts);
+1. ``reference/test_predictions.parquet`` logged with the churn champion's training run
+   (columns ``customer_id``, ``cutoff``, ``probability``, ``label``; read with
+   ``training.artifacts.read_reference``);
 2. the latest batch risk list (``<risk_list>.meta.json``) when it was scored by the same churn
    version: its bands and its churn probabilities (the whole scored customer base);
 3. otherwise there is no fixed reference: every call fits the bands on its own scored active
@@ -93,10 +95,10 @@ a request. The scores come, in this order of preference, from:
    which is then an error asking to run ``churn score`` once).
 
 **Global statistics** (CLV fits, RFM and value-tier cut points) for ``score_events``: an explicit
-``stats``; else, unless ``refit_stats``, those of the latest batch run (risk list sidecar) or a
-``global_stats.json`` artifact of the churn run; else fitted on the given data (as training
-does per cutoff on the whole base, so batch scoring always refits). Small requests fitted on
-their own data get unstable segments: a warning says so.
+``stats``; else, unless ``refit_stats``, those of the latest batch run (risk list sidecar) or the
+``reference/global_stats.json`` artifact of the churn run; else fitted on the given data (as
+training does per cutoff on the whole base, so batch scoring always refits). Small requests
+fitted on their own data get unstable segments: a warning says so.
 
 **Cross-sell.** The up-sell model gives one probability of buying more; which category is
 estimated honestly with what is known: the categories the customer has not bought yet, each
@@ -121,7 +123,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,14 +135,18 @@ from features.files import write_atomically
 from features.segments import GlobalStats
 from serving.config import ServingConfig
 from serving.decisions import (
+    CROSS_SELL_NEEDS_EVENTS,
     RiskBands,
     apply_action_rules,
     assign_risk_bands,
     expected_value_at_risk,
     fit_risk_bands,
     percentile_rank,
-    reason_texts,
+    reason_candidate_count,
+    reasons_from_contributions,
+    risk_bands_for_call,
     rule_table,
+    suggest_cross_sell,
 )
 
 if TYPE_CHECKING:
@@ -153,6 +159,7 @@ __all__ = [
     "TASKS",
     "ChampionMissingError",
     "RiskList",
+    "RiskListMeta",
     "ScoringModels",
     "TaskModel",
     "bought_categories",
@@ -213,11 +220,6 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "upsell_model_version",
     "winback_model_version",
 )
-
-#: Artifact of a training run holding its test-cutoff predictions (see the module docstring).
-TEST_PREDICTIONS_ARTIFACT = "test_predictions.parquet"
-#: Artifact of a training run holding the global statistics of its test cutoff.
-GLOBAL_STATS_ARTIFACT = "global_stats.json"
 
 #: Window of the category shares behind the cross-sell propensities.
 CATEGORY_SHARE_WINDOW_DAYS = 365
@@ -384,10 +386,12 @@ def _resolve_version(client: Any, uri: str) -> Any | None:
     """The registry's ModelVersion an URI points to, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
+    from training.registry import find_champion
+
     name, alias, version = _parse_models_uri(uri)
+    if alias is not None:
+        return find_champion(client, name, alias=alias)
     try:
-        if alias is not None:
-            return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, version)
     except MlflowException:
         return None
@@ -457,43 +461,16 @@ def _load_task_model(client: Any, task: str, uri: str) -> TaskModel | None:
     )
 
 
-def _find_run_artifact(client: Any, run_id: str, filename: str, max_depth: int = 2) -> str | None:
-    """Path (inside the run's artifacts) of the first file named ``filename``, breadth first."""
-    level = [""]
-    for _ in range(max_depth + 1):
-        next_level = []
-        for directory in level:
-            try:
-                entries = client.list_artifacts(run_id, directory or None)
-            except Exception:  # an artifact store we cannot list: treat as absent
-                return None
-            for entry in entries:
-                if not entry.is_dir and Path(entry.path).name == filename:
-                    return entry.path
-                if entry.is_dir:
-                    next_level.append(entry.path)
-        level = next_level
-    return None
-
-
-def _download_run_artifact(run_id: str, path: str, dst: Path) -> Path:
-    import mlflow
-
-    return Path(
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst)
-    )
-
-
 def _test_prediction_scores(client: Any, model: TaskModel) -> np.ndarray | None:
-    import tempfile
+    """The finite test-cutoff probabilities the model's run handed on, or None."""
+    from training.artifacts import TEST_PREDICTIONS_ARTIFACT, read_reference
 
     if not model.run_id:
         return None
-    path = _find_run_artifact(client, model.run_id, TEST_PREDICTIONS_ARTIFACT)
-    if path is None:
+    reference = read_reference(model.run_id, parts=("test_predictions",), client=client)
+    table = reference.test_predictions
+    if table is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        table = pd.read_parquet(_download_run_artifact(model.run_id, path, Path(tmp)))
     if "probability" not in table.columns:
         raise ValueError(
             f"{TEST_PREDICTIONS_ARTIFACT} of run {model.run_id} has no 'probability' column "
@@ -504,16 +481,13 @@ def _test_prediction_scores(client: Any, model: TaskModel) -> np.ndarray | None:
 
 
 def _training_run_stats(client: Any, model: TaskModel) -> GlobalStats | None:
-    import tempfile
+    """The global statistics of the test cutoff the model's run handed on, or None."""
+    from training.artifacts import read_reference
 
     if not model.run_id:
         return None
-    path = _find_run_artifact(client, model.run_id, GLOBAL_STATS_ARTIFACT)
-    if path is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        payload = json.loads(_download_run_artifact(model.run_id, path, Path(tmp)).read_text())
-    return GlobalStats.from_dict(payload)
+    payload = read_reference(model.run_id, parts=("global_stats",), client=client).global_stats
+    return None if payload is None else GlobalStats.from_dict(payload)
 
 
 def load_champions(cfg: ProjectConfig) -> ScoringModels:
@@ -559,17 +533,17 @@ def load_champions(cfg: ProjectConfig) -> ScoringModels:
         band_source = "test_predictions"
     elif (
         risk_list is not None
-        and risk_list.meta.get("model_versions", {}).get("churn") == churn.version
-        and risk_list.meta.get("risk_bands")
+        and (risk_list.meta.model_versions or {}).get("churn") == churn.version
+        and risk_list.meta.risk_bands
     ):
-        risk_bands = RiskBands(**risk_list.meta["risk_bands"])
+        risk_bands = RiskBands(**risk_list.meta.risk_bands)
         scored = risk_list.frame["churn_probability"].to_numpy(dtype=np.float64)
         reference = np.sort(scored[np.isfinite(scored)]) if np.isfinite(scored).any() else None
         band_source = "risk_list"
     else:
         warnings.append(
             f"churn model v{churn.version} (run {churn.run_id}) logged no "
-            f"{TEST_PREDICTIONS_ARTIFACT} and no batch risk list of this version exists: risk "
+            "test_predictions.parquet and no batch risk list of this version exists: risk "
             "bands and percentiles are fitted on each call's own scored customers (run "
             "`churn score` once to fix them)"
         )
@@ -580,11 +554,11 @@ def load_champions(cfg: ProjectConfig) -> ScoringModels:
     shares: dict[str, float] | None = None
     shares_source = "none"
     if risk_list is not None:
-        if risk_list.meta.get("global_stats"):
-            stats = GlobalStats.from_dict(risk_list.meta["global_stats"])
+        if risk_list.meta.global_stats:
+            stats = GlobalStats.from_dict(risk_list.meta.global_stats)
             stats_source = "risk_list"
-        if risk_list.meta.get("category_shares"):
-            shares = {str(k): float(v) for k, v in risk_list.meta["category_shares"].items()}
+        if risk_list.meta.category_shares:
+            shares = {str(k): float(v) for k, v in risk_list.meta.category_shares.items()}
             shares_source = "risk_list"
     if stats is None:
         stats = _training_run_stats(client, churn)
@@ -653,44 +627,6 @@ def category_purchase_shares(
     counts = pairs["category"].value_counts()
     shares = sorted((-n / buyers, str(c)) for c, n in counts.items())
     return {c: -s for s, c in shares}
-
-
-def _cross_sell(
-    customer_ids: np.ndarray,
-    upsell: np.ndarray,
-    bought_pairs: pd.DataFrame,
-    shares: Mapping[str, float],
-    top_k: int,
-) -> np.ndarray:
-    """Candidates per row: unbought categories by share (ties by name), propensity = up-sell
-    probability x share; rows without an up-sell probability get none. ``bought_pairs``:
-    (customer_id, category) rows of what each customer bought. Equivalent to
-    ``serving.decisions.cross_sell_candidates_frame`` with those propensities, vectorised."""
-    result = _empty_lists(len(customer_ids))
-    categories = sorted(
-        (c for c in shares if math.isfinite(shares[c])), key=lambda c: (-shares[c], c)
-    )
-    rows = np.flatnonzero(np.isfinite(upsell))
-    if not categories or rows.size == 0:
-        return result
-    owned = np.zeros((len(customer_ids), len(categories)), dtype=bool)
-    if len(bought_pairs):
-        row_of = pd.Index(np.asarray(customer_ids, dtype=object)).get_indexer(
-            bought_pairs["customer_id"].to_numpy(dtype=object)
-        )
-        column_of = pd.Index(categories).get_indexer(bought_pairs["category"].to_numpy(object))
-        hit = (row_of >= 0) & (column_of >= 0)
-        owned[row_of[hit], column_of[hit]] = True
-    share_values = [float(shares[c]) for c in categories]
-    available = ~owned[rows]
-    picked = available & (np.cumsum(available, axis=1) <= top_k)
-    probabilities = upsell[rows].tolist()
-    for row, p, mask in zip(rows.tolist(), probabilities, picked, strict=True):
-        result[row] = [
-            {"category": categories[j], "propensity": p * share_values[j]}
-            for j in np.flatnonzero(mask).tolist()
-        ]
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -781,27 +717,6 @@ def _probabilities(
     return result
 
 
-def _bands_for_call(
-    churn: np.ndarray, models: ScoringModels, cfg: ServingConfig, warnings: list[str]
-) -> tuple[RiskBands | None, np.ndarray | None]:
-    if models.risk_bands is not None:
-        return models.risk_bands, models.reference_scores
-    scored = churn[np.isfinite(churn)]
-    if scored.size == 0:
-        return None, None
-    if np.unique(scored).size < 2:
-        raise ValueError(
-            "risk bands are unknown: the churn model has no stored test-cutoff scores and "
-            f"this call has only {scored.size} distinct score(s) to fit them on; run "
-            "`churn score` once (or log test_predictions.parquet with the training run)"
-        )
-    warnings.append(
-        f"risk bands and percentiles fitted on this call's {scored.size} scored active "
-        "customers (no stored reference): they depend on who is scored together"
-    )
-    return fit_risk_bands(scored, cfg.high_risk_share, cfg.medium_risk_share), None
-
-
 def _explain_rows(
     explain: bool | int, churn: np.ndarray, bands: np.ndarray, value_at_risk: np.ndarray
 ) -> np.ndarray:
@@ -825,25 +740,23 @@ def _reasons(
 ) -> list[list[dict[str, Any]]]:
     if rows.size == 0:
         return []
-    top_k = max(cfg.reason_candidates, cfg.reasons_top_k)
+    candidates = reason_candidate_count(cfg.reason_candidates, cfg.reasons_top_k)
     subset = frame.iloc[rows]
-    output = model.predict(subset, explain=True, top_k=top_k)
+    output = model.predict(subset, explain=True, top_k=candidates)
     readable = dict(model.readable_names)
     # the whole row: whether a reason reads as a plausible risk depends on related columns
     # (a count and its trend, the usual gap between purchases)
     row_values = subset[[c for c in subset.columns if c in set(model.features)]].to_dict("records")
-    result = []
-    for text, row in zip(output["reasons"].to_numpy(dtype=object), row_values, strict=True):
-        explained = json.loads(text) if isinstance(text, str) else []
-        contributions = {r["feature"]: float(r["contribution"]) for r in explained}
-        values = {**row, **{r["feature"]: r.get("value") for r in explained}}
-        names = {**readable, **{r["feature"]: r["label"] for r in explained if r.get("label")}}
-        result.append(
-            reason_texts(
-                contributions, values, names, top_k=cfg.reasons_top_k, currency=cfg.currency
-            )
+    return [
+        reasons_from_contributions(
+            json.loads(text) if isinstance(text, str) else [],
+            row,
+            readable,
+            top_k=cfg.reasons_top_k,
+            currency=cfg.currency,
         )
-    return result
+        for text, row in zip(output["reasons"].to_numpy(dtype=object), row_values, strict=True)
+    ]
 
 
 def _object_column(values: Any, n: int) -> np.ndarray:
@@ -924,7 +837,14 @@ def _score_customers(
     upsell = _probabilities(models.get("upsell"), active_frame, active_rows, n)
     winback = _probabilities(models.get("winback"), lapsed_frame, lapsed_rows, n)
 
-    bands_cfg, reference = _bands_for_call(churn, models, serving, warnings)
+    bands_cfg, reference = risk_bands_for_call(
+        churn,
+        models.risk_bands,
+        models.reference_scores,
+        high_share=serving.high_risk_share,
+        medium_share=serving.medium_risk_share,
+        warnings=warnings,
+    )
     if bands_cfg is not None:
         bands = assign_risk_bands(churn, bands_cfg)
         percentile = percentile_rank(churn, reference)
@@ -966,7 +886,7 @@ def _score_customers(
         shares = category_shares or models.category_shares
         if not shares:
             shares = category_purchase_shares(events, cutoff)
-        candidates = _cross_sell(
+        candidates = suggest_cross_sell(
             ids,
             upsell,
             _purchase_pairs(events, cutoff),
@@ -976,9 +896,7 @@ def _score_customers(
     else:
         candidates = _empty_lists(n)
         if n:
-            warnings.append(
-                "cross-sell candidates need the purchase history (events): not computed"
-            )
+            warnings.append(CROSS_SELL_NEEDS_EVENTS)
 
     segments = {
         c: (
@@ -1293,18 +1211,54 @@ def risk_list_meta_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
-def write_risk_list(table: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) -> Path:
-    """Write the service's risk list (Parquet) and its sidecar, each atomically.
+@dataclass(frozen=True)
+class RiskListMeta:
+    """The sidecar of a risk list (``<path>.meta.json``): the batch run behind the list.
+
+    Written by the batch flows (``pipelines.scoring``, ``pipelines.spark_flows``) beside the
+    service's copy of the list; read by the service, which takes over the run's risk bands
+    (when scored by the churn version it serves), global statistics and category shares of the
+    whole scored base, and by the report. A key missing from a sidecar is None; keys this
+    record does not know are ignored.
+    """
+
+    #: The scored cutoff (ISO date).
+    as_of: str | None = None
+    #: When the batch ran (ISO timestamp, UTC).
+    scored_at: str | None = None
+    rows: int | None = None
+    #: Task -> registered version (None: no model), as in ``ScoringModels.model_versions()``.
+    model_versions: dict[str, str | None] | None = None
+    run_ids: dict[str, str | None] | None = None
+    #: ``serving.decisions.RiskBands`` fields (``high``, ``medium``) the batch used.
+    risk_bands: dict[str, float] | None = None
+    band_source: str | None = None
+    #: ``features.segments.GlobalStats.to_dict()`` of the scored cutoff.
+    global_stats: dict[str, Any] | None = None
+    #: Category -> share of buying customers, behind the cross-sell propensities.
+    category_shares: dict[str, float] | None = None
+    explained_rows: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> RiskListMeta:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in payload.items() if key in known})
+
+
+def write_risk_list(table: pd.DataFrame, path: str | Path, meta: RiskListMeta) -> Path:
+    """Write the service's risk list (Parquet) and its sidecar (``meta``), each atomically.
 
     The table goes first and the sidecar second, both by rename; a reader that sees a new
-    sidecar therefore also sees the new table. ``meta`` is JSON-able (as_of, model versions,
-    run ids, risk bands, band source, global statistics, category shares, rows).
+    sidecar therefore also sees the new table.
     """
     path = Path(path)
     if path.suffix not in (".parquet", ".pq"):
         raise ValueError(f"the service's risk list must be a .parquet file, got {path.name!r}")
     write_atomically(path, lambda p: table.to_parquet(p, index=False))
-    text = json.dumps(dict(meta), indent=2, sort_keys=True, default=str)
+    text = json.dumps(meta.to_dict(), indent=2, sort_keys=True, default=str)
     write_atomically(
         risk_list_meta_path(path), lambda p: p.write_text(text + "\n", encoding="utf-8")
     )
@@ -1316,12 +1270,12 @@ class RiskList:
     """A risk list read back: the ranked rows (JSON columns parsed) and the run's sidecar."""
 
     frame: pd.DataFrame
-    meta: dict[str, Any]
+    meta: RiskListMeta
     path: Path
 
     @property
     def as_of(self) -> str | None:
-        return self.meta.get("as_of")
+        return self.meta.as_of
 
 
 def read_risk_list(path: str | Path) -> RiskList:
@@ -1334,8 +1288,8 @@ def read_risk_list(path: str | Path) -> RiskList:
                 json.loads(v) if isinstance(v, str) and v else [] for v in frame[column]
             ]
     meta_path = risk_list_meta_path(path)
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    return RiskList(frame=frame, meta=meta, path=path)
+    payload = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    return RiskList(frame=frame, meta=RiskListMeta.from_dict(payload), path=path)
 
 
 def _try_read_risk_list(path: Path, warnings: list[str]) -> RiskList | None:
@@ -1421,7 +1375,7 @@ def unscored_result(customer_id: str, status: str, versions: Mapping[str, Any]) 
 def result_records(scores: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of :func:`score_customers` / :func:`score_events` as ``serving.schemas.ScoreResult``
     dicts (NaN -> None, segments and model versions nested), in row order: the same records
-    the service's fast path builds for feature rows (``serving.service.RowScorer``)."""
+    the service's fast path builds for feature rows (``serving.rows.RowScorer``)."""
     records = []
     for row in scores.to_dict(orient="records"):
         versions = {t: _plain(row[f"{t}_model_version"]) for t in TASKS}

@@ -9,23 +9,11 @@ scoring and serving benchmarks build theirs with. ``scoring_config`` turns it in
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-TRAINED_STORE = Path(__file__).resolve().parents[1] / "benchmarks" / "trained_store.py"
-
-
-def trained_store():
-    """``benchmarks/trained_store.py`` as a module (the benchmarks folder is no package)."""
-    name = "churn_trained_store"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TRAINED_STORE)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+from benchmarks import trained_store
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +22,7 @@ def scoring_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ``paths`` (table -> file), ``mlflow`` (store settings), ``data_end``, ``n_customers``."""
     from training.config import TrainingConfig
 
-    store = trained_store()
+    store = trained_store
     root = tmp_path_factory.mktemp("scoring-store")
     n_customers = 2000
     history = store.generate_history(root, n_customers=n_customers, seed=11)
@@ -56,7 +44,7 @@ def scoring_config(scoring_store: dict):
     from pipelines.config import ProjectConfig
 
     def build(output_dir: Path, **serving) -> ProjectConfig:
-        settings = trained_store().project_settings(
+        settings = trained_store.project_settings(
             scoring_store["paths"],
             output_dir,
             training={"mlflow": scoring_store["mlflow"]},

@@ -419,7 +419,7 @@ class TaskData:
     def y(self, part: str) -> np.ndarray:
         return getattr(self, part)[self.label_column].to_numpy(dtype=np.int8)
 
-    def X(self, part: str) -> pd.DataFrame:  # noqa: N802 - conventional name for a design matrix
+    def X(self, part: str) -> pd.DataFrame:  # conventional name for a design matrix
         return encode_features(getattr(self, part), self.spec)
 
 

@@ -280,7 +280,7 @@ def leakage_suspected(test_roc_auc: float, threshold: float) -> bool:
     return bool(test_roc_auc > threshold)
 
 
-def suspicious_features(X: pd.DataFrame, y: np.ndarray, threshold: float) -> dict[str, float]:  # noqa: N803
+def suspicious_features(X: pd.DataFrame, y: np.ndarray, threshold: float) -> dict[str, float]:
     """Numeric features that alone separate the classes with ROC AUC above ``threshold``.
 
     A feature that is (a copy of) the label, or computed from the label window, shows up here.

@@ -267,7 +267,7 @@ def readable_feature_names(columns: Iterable[str]) -> dict[str, str]:
     return {c: readable_feature_name(c) for c in columns}
 
 
-def shap_contributions(booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+def shap_contributions(booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:
     """TreeSHAP contributions, shape (rows, features + 1); the last column is the bias."""
     import xgboost as xgb
 

@@ -87,7 +87,7 @@ def base_xgb_params(
     return params
 
 
-def to_dmatrix(X: pd.DataFrame, y: np.ndarray | None = None) -> xgb.DMatrix:  # noqa: N803
+def to_dmatrix(X: pd.DataFrame, y: np.ndarray | None = None) -> xgb.DMatrix:
     return xgb.DMatrix(X, label=y, enable_categorical=True)
 
 
@@ -119,7 +119,7 @@ def fit_xgboost(
     )
 
 
-def predict_xgboost(booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+def predict_xgboost(booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:
     """Uncalibrated probability of the positive class."""
     return np.asarray(booster.predict(to_dmatrix(X)), dtype=np.float64)
 
@@ -198,7 +198,7 @@ def build_logistic_regression(spec: FeatureSpec, imbalance_strategy: str, seed: 
     )
 
 
-def lr_input(X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+def lr_input(X: pd.DataFrame) -> pd.DataFrame:
     """The LR pipeline's input: categoricals as object strings (NaN for missing)."""
     converted = X.copy()
     for column in converted.columns:
@@ -207,5 +207,5 @@ def lr_input(X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
     return converted
 
 
-def predict_logistic_regression(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+def predict_logistic_regression(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
     return np.asarray(pipeline.predict_proba(lr_input(X))[:, 1], dtype=np.float64)

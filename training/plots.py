@@ -125,7 +125,7 @@ def plot_importance(importance: pd.Series, spec: FeatureSpec, top_n: int = 20):
 
 def plot_shap_summary(
     contributions: np.ndarray,
-    X: pd.DataFrame,  # noqa: N803
+    X: pd.DataFrame,
     spec: FeatureSpec,
     importance: pd.Series,
     top_n: int = 15,
@@ -169,7 +169,7 @@ def save_evaluation_plots(
     profit_curves: Mapping[str, ProfitCurve],
     importance: pd.Series,
     contributions: np.ndarray,
-    X: pd.DataFrame,  # noqa: N803
+    X: pd.DataFrame,
     spec: FeatureSpec,
     n_bins: int = 10,
 ) -> list[Path]:

@@ -79,12 +79,17 @@ def decide_promotion(
     )
 
 
-def alias_version(client: Any, name: str, alias: str) -> str | None:
-    """The version an alias points to, or None (also when the model does not exist)."""
+def find_champion(client: Any, name: str, *, alias: str = CHAMPION) -> Any | None:
+    """The registered version (MLflow ``ModelVersion``) ``alias`` of model ``name`` points to.
+
+    The one champion lookup of the project (promotion, serving, monitoring, the report):
+    None when the model or the alias does not exist, so each caller says what that means to
+    it. ``alias`` is another alias to follow (serving may be configured with one).
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
@@ -135,9 +140,10 @@ def compare_with_champion(
     version tag) has seen these rows: scoring it there would flatter it, so its own held-out
     score (the metric logged by its run) is compared instead, and the reason says so.
     """
-    champion_version = alias_version(client, name, CHAMPION)
-    if champion_version is None:
+    champion = find_champion(client, name)
+    if champion is None:
         return decide_promotion(metric, challenger_score, None)
+    champion_version = str(champion.version)
     tags: dict[str, str] = {}
     if test_cutoff is not None:  # only then can the champion have seen the test rows
         tags = client.get_model_version(name, champion_version).tags or {}

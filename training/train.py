@@ -14,9 +14,16 @@ command ``churn train`` only parses arguments and calls it). One MLflow run per 
   (also ``TrainResult.backtest``);
 * artifacts: plots, feature list and importance, the LR pipeline (skops), the config, and the
   reference data monitoring and serving compare against (``reference/``, see
-  :func:`reference_frames`);
+  :func:`reference_frames`); their paths, and the one writer and reader of the reference, are
+  in ``training.artifacts``;
 * the model: a models-from-code pyfunc over pickle-free artifacts (``training.scorer``), with
   signature and input example, registered and aliased ``challenger`` / ``champion``.
+
+``train`` runs named steps in order: :func:`prepare_task` (split, checks: fails before a run
+exists), :func:`log_run_setup`, :func:`tune_model`, calibration, :func:`fit_lr_baseline`,
+:func:`evaluate_on_test`, :func:`log_backtest`, :func:`check_leakage`,
+:func:`registered_booster`, :func:`log_explanations`, :func:`log_lr_baseline`,
+:func:`log_reference_data`, :func:`log_model` and :func:`register_and_promote`.
 """
 
 from __future__ import annotations
@@ -27,24 +34,39 @@ import re
 import subprocess
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from pydantic import BaseModel, ConfigDict
 
+from training.artifacts import (
+    BACKTEST_ARTIFACT,
+    BASELINE_LR_DIR,
+    FEATURE_IMPORTANCE_ARTIFACT,
+    FEATURE_LIST_ARTIFACT,
+    MODEL_ARTIFACT,
+    PLOTS_DIR,
+    TRAINING_CONFIG_ARTIFACT,
+    ReferenceInfo,
+    RunReference,
+    log_reference,
+)
 from training.backtest import backtest_mlflow_metrics, run_backtest
 from training.calibration import ProbabilityCalibrator
-from training.config import TrainingConfig, configure_mlflow
+from training.config import TaskConfig, TrainingConfig, configure_mlflow
 from training.datasets import (
+    FeatureSpec,
     TaskData,
     build_task_data,
     encode_features,
     unseen_category_counts,
 )
 from training.evaluation import (
+    ProfitCurve,
     baseline_metrics,
     choose_naive_baseline,
     customer_values,
@@ -67,12 +89,16 @@ from training.models import (
 )
 from training.registry import (
     TRAINED_THROUGH_TAG,
+    PromotionDecision,
     apply_decision,
     compare_with_champion,
     register_version,
 )
 from training.scorer import Scorer, conform_to_input_types
-from training.tuning import tune_xgboost
+from training.tuning import TuningResult, tune_xgboost
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +110,6 @@ SHAP_SAMPLE_ROWS = 2000
 
 #: At most this many test-cutoff rows are logged as ``reference/reference_features.parquet``.
 REFERENCE_MAX_ROWS = 50_000
-
-#: Artifact paths of the reference data (read by ``pipelines.monitoring`` and serving).
-REFERENCE_DIR = "reference"
-TEST_PREDICTIONS_ARTIFACT = f"{REFERENCE_DIR}/test_predictions.parquet"
-REFERENCE_FEATURES_ARTIFACT = f"{REFERENCE_DIR}/reference_features.parquet"
-GLOBAL_STATS_ARTIFACT = f"{REFERENCE_DIR}/global_stats.json"
-REFERENCE_INFO_ARTIFACT = f"{REFERENCE_DIR}/reference_info.json"
 
 #: MLflow type of each feature kind in the model signature.
 SIGNATURE_TYPES: dict[str, str] = {
@@ -205,7 +224,7 @@ def label_horizon_note(horizons: dict[str, Any]) -> str | None:
     """What the run says when its labels use a shorter window than the scores are read for.
 
     ``horizons`` is the snapshot table's ``attrs["labels"]`` (``horizon_days``,
-    ``training_horizon_days``, ``lead_days``), written by ``pipelines.flows``.
+    ``training_horizon_days``, ``lead_days``), written by ``pipelines.data``.
     """
     scoring = horizons.get("horizon_days")
     training = horizons.get("training_horizon_days")
@@ -298,8 +317,541 @@ def _pip_requirements() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# The pipeline
+# The pipeline: named steps, run in this order by train()
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """What is settled before the MLflow run opens: the task's rows split by time, and notes."""
+
+    task: str
+    task_cfg: TaskConfig
+    data: TaskData
+    #: The snapshot table's ``attrs["labels"]`` (the horizons its labels were built with).
+    horizons: dict[str, Any]
+    monotone_constraints: dict[str, int]
+    #: Customer values of the test rows, for the profit metrics.
+    values_test: np.ndarray = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.data.spec
+
+    @property
+    def test_day(self) -> str:
+        return self.data.split.test_cutoff.date().isoformat()
+
+
+@dataclass(frozen=True)
+class DesignMatrices:
+    """Encoded features and labels of the parts models are fitted and graded on, made once."""
+
+    features: dict[str, pd.DataFrame] = field(repr=False)
+    labels: dict[str, np.ndarray] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The run's grades on the test cutoff, and what the plots show."""
+
+    metrics: dict[str, float]
+    #: Model name -> test scores (XGBoost, logistic regression, the naive rule when there is one).
+    scores: dict[str, np.ndarray] = field(repr=False)
+    profit_curves: dict[str, ProfitCurve] = field(repr=False)
+    #: The ``baseline_rule`` tag: the naive rule described, or "none".
+    baseline_rule: str = "none"
+    warnings: tuple[str, ...] = ()
+
+
+def prepare_task(
+    cfg: TrainingConfig,
+    snapshots: pd.DataFrame,
+    task: str,
+    global_stats: dict[str, Any] | None,
+) -> PreparedTask:
+    """Split the snapshot table for ``task`` and collect what the run must warn about.
+
+    Everything that can fail on the input fails here, before an MLflow run exists.
+    """
+    if global_stats is not None:
+        from features.segments import GlobalStats
+
+        GlobalStats.from_dict(global_stats)  # a wrong layout fails before any work is done
+
+    task_cfg = cfg.task(task)
+    data = build_task_data(
+        snapshots,
+        task_cfg.label_column,
+        exclude_features=task_cfg.exclude_features,
+        purge_gap_days=cfg.purge_gap_days,
+        calibration_fraction=cfg.calibration_fraction,
+        seed=cfg.seed,
+    )
+    notes: list[str] = []
+    horizons = dict(snapshots.attrs.get("labels") or {})
+    horizon_note = label_horizon_note(horizons)
+    if horizon_note:
+        notes.append(horizon_note)
+    constraints, skipped = applicable_monotone_constraints(data.spec, task_cfg.monotone_constraints)
+    if skipped:
+        notes.append(f"monotone constraints skipped (not numeric features): {skipped}")
+    unseen = unseen_category_counts(data.test, data.spec)
+    if unseen:
+        notes.append(f"test rows with categorical levels unseen in training: {unseen}")
+    values_test = customer_values(data.test, cfg.economics)  # fail fast on a bad value column
+    stats_cutoff = (global_stats or {}).get("cutoff")
+    test_day = data.split.test_cutoff.date().isoformat()
+    if stats_cutoff is not None and str(stats_cutoff) != test_day:
+        notes.append(
+            f"global_stats were fitted at {stats_cutoff}, not at the test cutoff {test_day}"
+        )
+    return PreparedTask(
+        task=task,
+        task_cfg=task_cfg,
+        data=data,
+        horizons=horizons,
+        monotone_constraints=constraints,
+        values_test=values_test,
+        warnings=tuple(notes),
+    )
+
+
+def log_run_setup(cfg: TrainingConfig, prepared: PreparedTask, source: str) -> dict[str, Any]:
+    """Log the run's tags, params, input datasets and feature list; return the split as JSON."""
+    import mlflow
+
+    task, task_cfg, data, horizons = (
+        prepared.task,
+        prepared.task_cfg,
+        prepared.data,
+        prepared.horizons,
+    )
+    mlflow.set_tags(
+        {
+            "task": task,
+            "git_commit": git_commit(),
+            "data_source": source,
+            "label_column": task_cfg.label_column,
+            "model_family": "xgboost",
+            "baseline_model": "logistic_regression",
+            "imbalance_strategy": cfg.imbalance_strategy,
+            "imbalance_handling": IMBALANCE_NOTES[cfg.imbalance_strategy],
+            "calibration_method": cfg.calibration_method,
+            "label_horizon_days": str(horizons.get("horizon_days", "unknown")),
+            "training_horizon_days": str(
+                horizons.get("training_horizon_days", horizons.get("horizon_days", "unknown"))
+            ),
+            "monotone_constraints": json.dumps(prepared.monotone_constraints),
+        }
+    )
+    mlflow.log_params(run_params(cfg, task))
+    split = data.split.to_dict()
+    mlflow.log_params(
+        {
+            "train_cutoffs": ",".join(split["train_cutoffs"]),
+            "validation_cutoff": split["validation_cutoff"],
+            "test_cutoff": split["test_cutoff"],
+            "n_features": len(prepared.spec.features),
+        }
+    )
+    _log_datasets(data, source)
+    mlflow.log_dict(prepared.spec.to_dict(), FEATURE_LIST_ARTIFACT)
+    return split
+
+
+def design_matrices(data: TaskData) -> DesignMatrices:
+    """Encode each part once: training, the tuning and calibration halves of validation, test."""
+    parts = ("train", "tuning", "calibration", "test")
+    return DesignMatrices(
+        features={part: data.X(part) for part in parts},
+        labels={part: data.y(part) for part in parts},
+    )
+
+
+def tune_model(
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    matrices: DesignMatrices,
+    *,
+    progress: bool,
+) -> tuple[TuningResult, dict[str, Any]]:
+    """XGBoost tuned by Optuna with early stopping on the tuning share of validation.
+
+    Logs the tuned parameters and the positive weight; returns the tuning result and the fixed
+    (untuned) parameters it started from.
+    """
+    import mlflow
+
+    X, y = matrices.features, matrices.labels
+    scale_pos_weight = positive_class_weight(y["train"], cfg.imbalance_strategy)
+    base_params = base_xgb_params(
+        scale_pos_weight=scale_pos_weight,
+        monotone_constraints=prepared.monotone_constraints,
+        tuning_metric=cfg.tuning_metric,
+        seed=cfg.seed,
+        n_jobs=cfg.n_jobs,
+    )
+    tuning = tune_xgboost(
+        to_dmatrix(X["train"], y["train"]),
+        to_dmatrix(X["tuning"], y["tuning"]),
+        base_params,
+        tuning_metric=cfg.tuning_metric,
+        n_trials=cfg.n_trials,
+        time_budget_s=cfg.time_budget_s,
+        seed=cfg.seed,
+        max_rounds=cfg.max_boosting_rounds,
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        log_trial_runs=cfg.log_trial_runs,
+        progress=progress,
+        description=f"tuning {prepared.task}",
+    )
+    mlflow.log_params({f"xgb_{k}": v for k, v in tuning.params.items() if k not in base_params})
+    mlflow.log_params({"scale_pos_weight": round(scale_pos_weight, 6)})
+    return tuning, base_params
+
+
+def fit_lr_baseline(
+    cfg: TrainingConfig, spec: FeatureSpec, matrices: DesignMatrices
+) -> tuple[Pipeline, ProbabilityCalibrator]:
+    """The logistic-regression baseline, calibrated like XGBoost on held-out validation rows."""
+    X, y = matrices.features, matrices.labels
+    lr_pipeline = build_logistic_regression(spec, cfg.imbalance_strategy, cfg.seed)
+    lr_pipeline.fit(lr_input(X["train"]), y["train"])
+    lr_calibrator = ProbabilityCalibrator(cfg.calibration_method).fit(
+        predict_logistic_regression(lr_pipeline, X["calibration"]), y["calibration"]
+    )
+    return lr_pipeline, lr_calibrator
+
+
+def evaluate_on_test(
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    matrices: DesignMatrices,
+    tuning: TuningResult,
+    *,
+    raw_test: np.ndarray,
+    p_test: np.ndarray,
+    p_lr_test: np.ndarray,
+) -> Evaluation:
+    """Grade XGBoost, the LR baseline and the naive rule on the test cutoff.
+
+    ``raw_test`` / ``p_test``: XGBoost's uncalibrated and calibrated test scores; ``p_lr_test``
+    the baseline's. Metrics without a prefix are XGBoost's, ``lr_`` the baseline's and
+    ``baseline_`` the naive rule's (chosen on the validation cutoff).
+    """
+    data, task_cfg, values_test = prepared.data, prepared.task_cfg, prepared.values_test
+    y_test = matrices.labels["test"]
+    metric_kwargs = {
+        "fractions": cfg.top_fractions,
+        "ece_bins": cfg.ece_bins,
+        "values": values_test,
+        "economics": cfg.economics,
+    }
+    metrics = probability_metrics(y_test, p_test, **metric_kwargs)
+    metrics["uncalibrated_ece"] = expected_calibration_error(y_test, raw_test, cfg.ece_bins)
+    metrics[f"val_{cfg.tuning_metric}"] = tuning.best_value
+    metrics["best_iteration"] = float(tuning.best_iteration)
+    metrics["n_trials"] = float(tuning.n_trials)
+    metrics["n_trials_pruned"] = float(tuning.n_pruned)
+    metrics["tuning_seconds"] = tuning.elapsed_s
+    metrics["test_positive_rate"] = float(y_test.mean())
+    lr_metrics = probability_metrics(y_test, p_lr_test, **metric_kwargs)
+    metrics.update({f"lr_{k}": v for k, v in lr_metrics.items()})
+
+    baseline = choose_naive_baseline(data.validation, data.y("validation"), task_cfg.baseline_rules)
+    profit_curves = {
+        "XGBoost": profit_curve(y_test, p_test, values_test, cfg.economics),
+        "logistic regression": profit_curve(y_test, p_lr_test, values_test, cfg.economics),
+    }
+    scores = {"XGBoost": p_test, "logistic regression": p_lr_test}
+    notes: list[str] = []
+    if baseline is None:
+        notes.append(
+            "no naive baseline: none of the columns "
+            f"{[r.column for r in task_cfg.baseline_rules]} is in the table"
+        )
+        baseline_rule = "none"
+    else:
+        metrics.update(
+            baseline_metrics(
+                baseline,
+                data.test,
+                y_test,
+                **{k: metric_kwargs[k] for k in ("fractions", "values", "economics")},
+            )
+        )
+        baseline_rule = baseline.describe()
+        baseline_name = f"rule: {baseline.rule.column}"
+        scores[baseline_name] = baseline.score(data.test)
+        profit_curves[baseline_name] = profit_curve(
+            y_test, scores[baseline_name], values_test, cfg.economics
+        )
+    for key, n in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        metrics[f"n_{key}"] = float(len(n))
+    return Evaluation(metrics, scores, profit_curves, baseline_rule, tuple(notes))
+
+
+def log_backtest(
+    cfg: TrainingConfig,
+    snapshots: pd.DataFrame,
+    prepared: PreparedTask,
+    tuning: TuningResult,
+    best_params: dict[str, Any],
+    p_test: np.ndarray,
+) -> tuple[dict[str, Any] | None, dict[str, float], list[str]]:
+    """The rolling-origin backtest: refits at the last K cutoffs with the tuned params fixed.
+
+    Logs the per-cutoff table and the origins; returns the backtest (None when disabled), its
+    summary metrics and a warning when it ran on fewer than two cutoffs.
+    """
+    import mlflow
+
+    if cfg.backtest_cutoffs <= 0:
+        return None, {}, []
+    data = prepared.data
+    backtest = run_backtest(
+        snapshots,
+        cfg,
+        task=prepared.task,
+        tuned_params=best_params,
+        rounds=tuning.best_iteration + 1,
+        tuned_on=data.split.validation_cutoff,
+        # the latest origin is this split: a refit would reproduce this very model
+        known={data.split.test_cutoff: (data, p_test, tuning.booster.num_boosted_rounds())},
+    )
+    mlflow.log_dict(backtest, BACKTEST_ARTIFACT)
+    mlflow.set_tag("backtest_origins", ",".join(r["cutoff"] for r in backtest["cutoffs"]))
+    notes = []
+    if backtest["n_cutoffs"] < 2:
+        notes.append(
+            f"backtest ran on {backtest['n_cutoffs']} of {cfg.backtest_cutoffs} cutoffs "
+            f"(no spread); skipped: {[s['cutoff'] for s in backtest['skipped']]}"
+        )
+    return backtest, backtest_mlflow_metrics(backtest), notes
+
+
+def check_leakage(
+    cfg: TrainingConfig, metrics: dict[str, float], matrices: DesignMatrices
+) -> tuple[bool, str | None]:
+    """Tag (and log a warning for) a test ROC AUC too good to be true, naming the features
+    that separate the classes on their own; returns the verdict and the warning, if any."""
+    import mlflow
+
+    leakage = leakage_suspected(metrics["roc_auc"], cfg.leakage_auc_threshold)
+    suspects = suspicious_features(
+        matrices.features["test"], matrices.labels["test"], cfg.leakage_auc_threshold
+    )
+    mlflow.set_tag("leakage_warning", str(leakage).lower())
+    if suspects:
+        mlflow.set_tag("suspicious_features", json.dumps(suspects))
+    if not leakage:
+        return False, None
+    message = (
+        f"possible leakage: test ROC AUC {metrics['roc_auc']:.3f} > "
+        f"{cfg.leakage_auc_threshold}; features separating the classes alone: "
+        f"{suspects or 'none'}"
+    )
+    logger.warning(message)
+    return True, message
+
+
+def registered_booster(
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    tuning: TuningResult,
+    base_params: dict[str, Any],
+    split: dict[str, Any],
+) -> tuple[xgb.Booster, pd.Timestamp]:
+    """The booster to register and the latest cutoff it was fitted on (tagged on the run).
+
+    The held-out model, unless ``refit_on_all_cutoffs``: then a refit on every matured cutoff
+    with the tuned parameters and rounds (the metrics stay the held-out model's).
+    """
+    import mlflow
+
+    data = prepared.data
+    if not cfg.refit_on_all_cutoffs:
+        mlflow.set_tag("registered_model_fit", "the held-out model (training cutoffs only)")
+        return tuning.booster, data.split.validation_cutoff
+    refit = refit_on_all_cutoffs(
+        data,
+        {**base_params, **tuning.params},
+        tuning.best_iteration + 1,
+        cfg.imbalance_strategy,
+    )
+    fitted_on = [*split["train_cutoffs"], split["validation_cutoff"], prepared.test_day]
+    mlflow.set_tag(
+        "registered_model_fit",
+        f"refitted on cutoffs {fitted_on} with {refit.num_boosted_rounds()} rounds; "
+        "the metrics are the held-out model's",
+    )
+    return refit, data.split.test_cutoff
+
+
+def log_explanations(
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    matrices: DesignMatrices,
+    booster: xgb.Booster,
+    evaluation: Evaluation,
+) -> None:
+    """SHAP importance of a seeded sample of test rows, and the evaluation plots."""
+    import mlflow
+
+    from training.plots import save_evaluation_plots
+
+    data, spec = prepared.data, prepared.spec
+    sample = data.test.sample(n=min(SHAP_SAMPLE_ROWS, len(data.test)), random_state=cfg.seed)
+    X_sample = matrices.features["test"].loc[sample.index]
+    contributions = shap_contributions(booster, X_sample)
+    importance = mean_abs_contributions(contributions, spec)
+    mlflow.log_dict(
+        {
+            "mean_abs_shap": importance.to_dict(),
+            "readable_names": spec.readable_names,
+        },
+        FEATURE_IMPORTANCE_ARTIFACT,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        plots_dir = Path(tmp) / PLOTS_DIR
+        save_evaluation_plots(
+            plots_dir,
+            y=matrices.labels["test"],
+            scores=evaluation.scores,
+            probabilities={
+                name: evaluation.scores[name] for name in ("XGBoost", "logistic regression")
+            },
+            profit_curves=evaluation.profit_curves,
+            importance=importance,
+            contributions=contributions,
+            X=X_sample,
+            spec=spec,
+            n_bins=cfg.ece_bins,
+        )
+        mlflow.log_artifacts(str(plots_dir), PLOTS_DIR)
+
+
+def log_lr_baseline(
+    cfg: TrainingConfig, lr_pipeline: Pipeline, lr_calibrator: ProbabilityCalibrator
+) -> None:
+    """The LR baseline, pickle-free (skops and calibration JSON), and the run's config."""
+    import mlflow
+    import skops.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lr_dir = Path(tmp) / BASELINE_LR_DIR
+        lr_dir.mkdir()
+        skops.io.dump(lr_pipeline, lr_dir / "pipeline.skops")
+        lr_calibrator.save_json(lr_dir / "calibration.json")
+        mlflow.log_artifacts(str(lr_dir), BASELINE_LR_DIR)
+    mlflow.log_dict(cfg.model_dump(mode="json"), TRAINING_CONFIG_ARTIFACT)
+
+
+def log_reference_data(
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    p_test: np.ndarray,
+    global_stats: dict[str, Any] | None,
+) -> None:
+    """The reference monitoring and serving compare against (``training.artifacts``)."""
+    test_predictions, reference_features = reference_frames(prepared.data, p_test, seed=cfg.seed)
+    info = ReferenceInfo(
+        task=prepared.task,
+        label_column=prepared.task_cfg.label_column,
+        test_cutoff=prepared.test_day,
+        features=tuple(prepared.spec.features),
+        n_test_rows=len(test_predictions),
+        n_reference_rows=len(reference_features),
+        reference_sample_seed=cfg.seed,
+        has_global_stats=global_stats is not None,
+    )
+    log_reference(
+        RunReference(
+            info=info,
+            test_predictions=test_predictions,
+            reference_features=reference_features,
+            global_stats=global_stats,
+        )
+    )
+
+
+def log_model(
+    cfg: TrainingConfig, prepared: PreparedTask, scorer: Scorer, input_types: dict[str, str]
+) -> Any:
+    """Log the models-from-code pyfunc over the scorer's pickle-free files; its ModelInfo."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = scorer.save(Path(tmp) / "model_artifacts", cfg.model_format)
+        input_example = conform_to_input_types(prepared.data.test.head(5), input_types)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(PYFUNC_MODEL_FILE),
+            artifacts=artifacts,
+            signature=_signature(input_types, cfg.explain_top_k),
+            input_example=input_example,
+            pip_requirements=_pip_requirements(),
+            metadata={"task": prepared.task, "label_column": prepared.task_cfg.label_column},
+        )
+
+
+def register_and_promote(
+    client: Any,
+    cfg: TrainingConfig,
+    prepared: PreparedTask,
+    *,
+    model_uri: str,
+    run_id: str,
+    trained_through: pd.Timestamp,
+    challenger_score: float,
+    y_test: np.ndarray,
+) -> tuple[str, PromotionDecision, str]:
+    """Register the model as ``challenger``, promote it to ``champion`` if it beats the
+    current one on the same test cutoff, and log the decision; returns the version, the
+    decision and the alias the version ends up with."""
+    import mlflow
+
+    data = prepared.data
+    model_name = prepared.task_cfg.registered_model_name
+    version = register_version(
+        client,
+        model_uri,
+        model_name,
+        run_id=run_id,
+        tags={
+            "task": prepared.task,
+            "test_cutoff": prepared.test_day,
+            TRAINED_THROUGH_TAG: trained_through.date().isoformat(),
+        },
+    )
+    decision = compare_with_champion(
+        client,
+        model_name,
+        metric=cfg.promotion_metric,
+        challenger_score=challenger_score,
+        test_table=data.test,
+        y_test=y_test,
+        promote_when_comparison_fails=cfg.promote_when_comparison_fails,
+        test_cutoff=data.split.test_cutoff,
+    )
+    alias = apply_decision(client, model_name, version, decision)
+    promotion_metrics = {f"challenger_{decision.metric}": decision.challenger_score}
+    if decision.champion_score is not None:
+        promotion_metrics[f"champion_{decision.metric}"] = decision.champion_score
+    mlflow.log_metrics(promotion_metrics)
+    mlflow.set_tags(
+        {
+            "promotion_decision": "promoted" if decision.promote else "kept_challenger",
+            "promotion_reason": decision.reason[:5000],
+            "promotion_metric": decision.metric,
+            "champion_version_before": decision.champion_version or "none",
+            "registered_model": f"{model_name}/{version}",
+            "model_alias": alias,
+        }
+    )
+    return version, decision, alias
 
 
 def train(
@@ -319,40 +871,9 @@ def train(
     """
     import mlflow
 
-    if global_stats is not None:
-        from features.segments import GlobalStats
-
-        GlobalStats.from_dict(global_stats)  # a wrong layout fails before any work is done
-
-    task_cfg = cfg.task(task)
-    data = build_task_data(
-        snapshots,
-        task_cfg.label_column,
-        exclude_features=task_cfg.exclude_features,
-        purge_gap_days=cfg.purge_gap_days,
-        calibration_fraction=cfg.calibration_fraction,
-        seed=cfg.seed,
-    )
-    spec = data.spec
-    run_warnings: list[str] = []
-    horizons = dict(snapshots.attrs.get("labels") or {})
-    horizon_note = label_horizon_note(horizons)
-    if horizon_note:
-        run_warnings.append(horizon_note)
-    constraints, skipped = applicable_monotone_constraints(spec, task_cfg.monotone_constraints)
-    if skipped:
-        run_warnings.append(f"monotone constraints skipped (not numeric features): {skipped}")
-    unseen = unseen_category_counts(data.test, spec)
-    if unseen:
-        run_warnings.append(f"test rows with categorical levels unseen in training: {unseen}")
-    values_test = customer_values(data.test, cfg.economics)  # fail fast on a bad value column
-    stats_cutoff = (global_stats or {}).get("cutoff")
-    test_day = data.split.test_cutoff.date().isoformat()
-    if stats_cutoff is not None and str(stats_cutoff) != test_day:
-        run_warnings.append(
-            f"global_stats were fitted at {stats_cutoff}, not at the test cutoff {test_day}"
-        )
-
+    prepared = prepare_task(cfg, snapshots, task, global_stats)
+    data, spec = prepared.data, prepared.spec
+    run_warnings = list(prepared.warnings)
     source = redact(data_source)
     configure_mlflow(cfg.mlflow)
     client = mlflow.MlflowClient()
@@ -361,327 +882,68 @@ def train(
     run_name = f"{task}-{data.split.test_cutoff.date()}"
     # nested under a caller's run (e.g. a pipeline flow) when one is active
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
-        mlflow.set_tags(
-            {
-                "task": task,
-                "git_commit": git_commit(),
-                "data_source": source,
-                "label_column": task_cfg.label_column,
-                "model_family": "xgboost",
-                "baseline_model": "logistic_regression",
-                "imbalance_strategy": cfg.imbalance_strategy,
-                "imbalance_handling": IMBALANCE_NOTES[cfg.imbalance_strategy],
-                "calibration_method": cfg.calibration_method,
-                "label_horizon_days": str(horizons.get("horizon_days", "unknown")),
-                "training_horizon_days": str(
-                    horizons.get("training_horizon_days", horizons.get("horizon_days", "unknown"))
-                ),
-                "monotone_constraints": json.dumps(constraints),
-            }
-        )
-        mlflow.log_params(run_params(cfg, task))
-        split = data.split.to_dict()
-        mlflow.log_params(
-            {
-                "train_cutoffs": ",".join(split["train_cutoffs"]),
-                "validation_cutoff": split["validation_cutoff"],
-                "test_cutoff": split["test_cutoff"],
-                "n_features": len(spec.features),
-            }
-        )
-        _log_datasets(data, source)
-        mlflow.log_dict(spec.to_dict(), "features/feature_list.json")
+        split = log_run_setup(cfg, prepared, source)
+        matrices = design_matrices(data)
+        X_test, y_test = matrices.features["test"], matrices.labels["test"]
 
-        # --- XGBoost: tune with early stopping on the tuning share of validation ----------
-        y_train, y_tuning = data.y("train"), data.y("tuning")
-        y_cal, y_test = data.y("calibration"), data.y("test")
-        X_train, X_tuning = data.X("train"), data.X("tuning")  # noqa: N806
-        X_cal, X_test = data.X("calibration"), data.X("test")  # noqa: N806
-        scale_pos_weight = positive_class_weight(y_train, cfg.imbalance_strategy)
-        base_params = base_xgb_params(
-            scale_pos_weight=scale_pos_weight,
-            monotone_constraints=constraints,
-            tuning_metric=cfg.tuning_metric,
-            seed=cfg.seed,
-            n_jobs=cfg.n_jobs,
-        )
-        tuning = tune_xgboost(
-            to_dmatrix(X_train, y_train),
-            to_dmatrix(X_tuning, y_tuning),
-            base_params,
-            tuning_metric=cfg.tuning_metric,
-            n_trials=cfg.n_trials,
-            time_budget_s=cfg.time_budget_s,
-            seed=cfg.seed,
-            max_rounds=cfg.max_boosting_rounds,
-            early_stopping_rounds=cfg.early_stopping_rounds,
-            log_trial_runs=cfg.log_trial_runs,
-            progress=progress,
-            description=f"tuning {task}",
-        )
-        mlflow.log_params({f"xgb_{k}": v for k, v in tuning.params.items() if k not in base_params})
-        mlflow.log_params({"scale_pos_weight": round(scale_pos_weight, 6)})
-
-        # --- calibration on held-out validation customers -------------------------------
-        booster = tuning.booster
+        tuning, base_params = tune_model(cfg, prepared, matrices, progress=progress)
         calibrator = ProbabilityCalibrator(cfg.calibration_method).fit(
-            predict_xgboost(booster, X_cal), y_cal
+            predict_xgboost(tuning.booster, matrices.features["calibration"]),
+            matrices.labels["calibration"],
         )
-
-        def scorer_of(model: xgb.Booster) -> Scorer:
-            return Scorer(
-                model,
-                calibrator,
-                spec,
-                task=task,
-                label_column=task_cfg.label_column,
-                input_types=input_types,
-                default_top_k=cfg.explain_top_k,
-            )
-
-        scorer = scorer_of(booster)
-        raw_test = predict_xgboost(booster, X_test)
+        raw_test = predict_xgboost(tuning.booster, X_test)
         p_test = calibrator.predict(raw_test)
-
-        # --- logistic-regression baseline, calibrated the same way ------------------------
-        lr_pipeline = build_logistic_regression(spec, cfg.imbalance_strategy, cfg.seed)
-        lr_pipeline.fit(lr_input(X_train), y_train)
-        lr_calibrator = ProbabilityCalibrator(cfg.calibration_method).fit(
-            predict_logistic_regression(lr_pipeline, X_cal), y_cal
-        )
+        lr_pipeline, lr_calibrator = fit_lr_baseline(cfg, spec, matrices)
         p_lr_test = lr_calibrator.predict(predict_logistic_regression(lr_pipeline, X_test))
 
-        # --- metrics on the test cutoff ----------------------------------------------------
-        metric_kwargs = {
-            "fractions": cfg.top_fractions,
-            "ece_bins": cfg.ece_bins,
-            "values": values_test,
-            "economics": cfg.economics,
-        }
-        metrics = probability_metrics(y_test, p_test, **metric_kwargs)
-        metrics["uncalibrated_ece"] = expected_calibration_error(y_test, raw_test, cfg.ece_bins)
-        metrics[f"val_{cfg.tuning_metric}"] = tuning.best_value
-        metrics["best_iteration"] = float(tuning.best_iteration)
-        metrics["n_trials"] = float(tuning.n_trials)
-        metrics["n_trials_pruned"] = float(tuning.n_pruned)
-        metrics["tuning_seconds"] = tuning.elapsed_s
-        metrics["test_positive_rate"] = float(y_test.mean())
-        lr_metrics = probability_metrics(y_test, p_lr_test, **metric_kwargs)
-        metrics.update({f"lr_{k}": v for k, v in lr_metrics.items()})
-
-        baseline = choose_naive_baseline(
-            data.validation, data.y("validation"), task_cfg.baseline_rules
+        evaluation = evaluate_on_test(
+            cfg, prepared, matrices, tuning, raw_test=raw_test, p_test=p_test, p_lr_test=p_lr_test
         )
-        profit_curves = {
-            "XGBoost": profit_curve(y_test, p_test, values_test, cfg.economics),
-            "logistic regression": profit_curve(y_test, p_lr_test, values_test, cfg.economics),
-        }
-        scores = {"XGBoost": p_test, "logistic regression": p_lr_test}
-        if baseline is None:
-            run_warnings.append(
-                "no naive baseline: none of the columns "
-                f"{[r.column for r in task_cfg.baseline_rules]} is in the table"
-            )
-            mlflow.set_tag("baseline_rule", "none")
-        else:
-            metrics.update(
-                baseline_metrics(
-                    baseline,
-                    data.test,
-                    y_test,
-                    **{k: metric_kwargs[k] for k in ("fractions", "values", "economics")},
-                )
-            )
-            mlflow.set_tag("baseline_rule", baseline.describe())
-            baseline_name = f"rule: {baseline.rule.column}"
-            scores[baseline_name] = baseline.score(data.test)
-            profit_curves[baseline_name] = profit_curve(
-                y_test, scores[baseline_name], values_test, cfg.economics
-            )
-        for key, n in (("train", data.train), ("validation", data.validation), ("test", data.test)):
-            metrics[f"n_{key}"] = float(len(n))
+        metrics = dict(evaluation.metrics)
+        run_warnings.extend(evaluation.warnings)
+        mlflow.set_tag("baseline_rule", evaluation.baseline_rule)
 
-        # --- rolling-origin backtest: refits at the last K cutoffs, tuned params fixed ----
         best_params = {k: v for k, v in tuning.params.items() if k not in base_params}
-        backtest = None
-        if cfg.backtest_cutoffs > 0:
-            backtest = run_backtest(
-                snapshots,
-                cfg,
-                task=task,
-                tuned_params=best_params,
-                rounds=tuning.best_iteration + 1,
-                tuned_on=data.split.validation_cutoff,
-                # the latest origin is this split: a refit would reproduce this very model
-                known={data.split.test_cutoff: (data, p_test, booster.num_boosted_rounds())},
-            )
-            metrics.update(backtest_mlflow_metrics(backtest))
-            mlflow.log_dict(backtest, "backtest/backtest.json")
-            mlflow.set_tag("backtest_origins", ",".join(r["cutoff"] for r in backtest["cutoffs"]))
-            if backtest["n_cutoffs"] < 2:
-                run_warnings.append(
-                    f"backtest ran on {backtest['n_cutoffs']} of {cfg.backtest_cutoffs} cutoffs "
-                    f"(no spread); skipped: {[s['cutoff'] for s in backtest['skipped']]}"
-                )
+        backtest, backtest_metrics, backtest_warnings = log_backtest(
+            cfg, snapshots, prepared, tuning, best_params, p_test
+        )
+        metrics.update(backtest_metrics)
+        run_warnings.extend(backtest_warnings)
 
-        # --- leakage check -----------------------------------------------------------------
-        leakage = leakage_suspected(metrics["roc_auc"], cfg.leakage_auc_threshold)
-        suspects = suspicious_features(X_test, y_test, cfg.leakage_auc_threshold)
-        mlflow.set_tag("leakage_warning", str(leakage).lower())
-        if suspects:
-            mlflow.set_tag("suspicious_features", json.dumps(suspects))
-        if leakage:
-            message = (
-                f"possible leakage: test ROC AUC {metrics['roc_auc']:.3f} > "
-                f"{cfg.leakage_auc_threshold}; features separating the classes alone: "
-                f"{suspects or 'none'}"
-            )
-            logger.warning(message)
-            run_warnings.append(message)
-
+        leakage, leakage_warning = check_leakage(cfg, metrics, matrices)
+        if leakage_warning:
+            run_warnings.append(leakage_warning)
         mlflow.log_metrics(metrics)
 
-        # --- the registered model: refitted on every matured cutoff --------------------
-        trained_through = data.split.validation_cutoff
-        if cfg.refit_on_all_cutoffs:
-            refit = refit_on_all_cutoffs(
-                data,
-                {**base_params, **tuning.params},
-                tuning.best_iteration + 1,
-                cfg.imbalance_strategy,
-            )
-            trained_through = data.split.test_cutoff
-            scorer = scorer_of(refit)
-            fitted_on = [*split["train_cutoffs"], split["validation_cutoff"], test_day]
-            mlflow.set_tag(
-                "registered_model_fit",
-                f"refitted on cutoffs {fitted_on} with {refit.num_boosted_rounds()} rounds; "
-                "the metrics are the held-out model's",
-            )
-        else:
-            mlflow.set_tag("registered_model_fit", "the held-out model (training cutoffs only)")
+        booster, trained_through = registered_booster(cfg, prepared, tuning, base_params, split)
+        scorer = Scorer(
+            booster,
+            calibrator,
+            spec,
+            task=task,
+            label_column=prepared.task_cfg.label_column,
+            input_types=input_types,
+            default_top_k=cfg.explain_top_k,
+        )
+        log_explanations(cfg, prepared, matrices, tuning.booster, evaluation)
+        log_lr_baseline(cfg, lr_pipeline, lr_calibrator)
+        log_reference_data(cfg, prepared, p_test, global_stats)
+        model_info = log_model(cfg, prepared, scorer, input_types)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_dir = Path(tmp)
-            # --- explanations and plots ----------------------------------------------------
-            sample = data.test.sample(
-                n=min(SHAP_SAMPLE_ROWS, len(data.test)), random_state=cfg.seed
-            )
-            X_sample = X_test.loc[sample.index]  # noqa: N806
-            contributions = shap_contributions(booster, X_sample)
-            importance = mean_abs_contributions(contributions, spec)
-            mlflow.log_dict(
-                {
-                    "mean_abs_shap": importance.to_dict(),
-                    "readable_names": spec.readable_names,
-                },
-                "features/importance.json",
-            )
-            from training.plots import save_evaluation_plots
-
-            save_evaluation_plots(
-                tmp_dir / "plots",
-                y=y_test,
-                scores=scores,
-                probabilities={"XGBoost": p_test, "logistic regression": p_lr_test},
-                profit_curves=profit_curves,
-                importance=importance,
-                contributions=contributions,
-                X=X_sample,
-                spec=spec,
-                n_bins=cfg.ece_bins,
-            )
-            mlflow.log_artifacts(str(tmp_dir / "plots"), "plots")
-
-            # --- the LR baseline, pickle-free ----------------------------------------------
-            import skops.io
-
-            lr_dir = tmp_dir / "baseline_lr"
-            lr_dir.mkdir()
-            skops.io.dump(lr_pipeline, lr_dir / "pipeline.skops")
-            lr_calibrator.save_json(lr_dir / "calibration.json")
-            mlflow.log_artifacts(str(lr_dir), "baseline_lr")
-            mlflow.log_dict(cfg.model_dump(mode="json"), "config/training_config.json")
-
-            # --- reference data for monitoring and serving ------------------------------
-            reference_dir = tmp_dir / REFERENCE_DIR
-            reference_dir.mkdir()
-            test_predictions, reference_features = reference_frames(data, p_test, seed=cfg.seed)
-            test_predictions.to_parquet(reference_dir / "test_predictions.parquet", index=False)
-            reference_features.to_parquet(reference_dir / "reference_features.parquet", index=False)
-            if global_stats is not None:
-                (reference_dir / "global_stats.json").write_text(
-                    json.dumps(global_stats, indent=2, default=str), encoding="utf-8"
-                )
-            reference_info = {
-                "task": task,
-                "label_column": task_cfg.label_column,
-                "test_cutoff": test_day,
-                "features": list(spec.features),
-                "n_test_rows": len(test_predictions),
-                "n_reference_rows": len(reference_features),
-                "reference_sample_seed": cfg.seed,
-                "has_global_stats": global_stats is not None,
-            }
-            (reference_dir / "reference_info.json").write_text(
-                json.dumps(reference_info, indent=2), encoding="utf-8"
-            )
-            mlflow.log_artifacts(str(reference_dir), REFERENCE_DIR)
-
-            # --- the model -----------------------------------------------------------------
-            artifacts = scorer.save(tmp_dir / "model_artifacts", cfg.model_format)
-            input_example = conform_to_input_types(data.test.head(5), input_types)
-            model_info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_MODEL_FILE),
-                artifacts=artifacts,
-                signature=_signature(input_types, cfg.explain_top_k),
-                input_example=input_example,
-                pip_requirements=_pip_requirements(),
-                metadata={"task": task, "label_column": task_cfg.label_column},
-            )
-
-        # --- registry: challenger, maybe champion ---------------------------------------
-        model_name = task_cfg.registered_model_name
-        version = register_version(
+        version, decision, alias = register_and_promote(
             client,
-            model_info.model_uri,
-            model_name,
+            cfg,
+            prepared,
+            model_uri=model_info.model_uri,
             run_id=run.info.run_id,
-            tags={
-                "task": task,
-                "test_cutoff": split["test_cutoff"],
-                TRAINED_THROUGH_TAG: trained_through.date().isoformat(),
-            },
-        )
-        decision = compare_with_champion(
-            client,
-            model_name,
-            metric=cfg.promotion_metric,
+            trained_through=trained_through,
             challenger_score=metrics[cfg.promotion_metric],
-            test_table=data.test,
             y_test=y_test,
-            promote_when_comparison_fails=cfg.promote_when_comparison_fails,
-            test_cutoff=data.split.test_cutoff,
-        )
-        alias = apply_decision(client, model_name, version, decision)
-        promotion_metrics = {f"challenger_{decision.metric}": decision.challenger_score}
-        if decision.champion_score is not None:
-            promotion_metrics[f"champion_{decision.metric}"] = decision.champion_score
-        mlflow.log_metrics(promotion_metrics)
-        mlflow.set_tags(
-            {
-                "promotion_decision": "promoted" if decision.promote else "kept_challenger",
-                "promotion_reason": decision.reason[:5000],
-                "promotion_metric": decision.metric,
-                "champion_version_before": decision.champion_version or "none",
-                "registered_model": f"{model_name}/{version}",
-                "model_alias": alias,
-            }
         )
         if run_warnings:
             mlflow.set_tag("warnings", json.dumps(run_warnings)[:5000])
 
+    model_name = prepared.task_cfg.registered_model_name
     return TrainResult(
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,

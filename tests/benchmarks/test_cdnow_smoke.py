@@ -1,4 +1,4 @@
-"""A small run of benchmarks/cdnow.py on a subsample of the real CDNOW log.
+"""A small run of ``python -m benchmarks.cdnow`` on a subsample of the real CDNOW log.
 
 The figures themselves come from the full run (see the script's docstring); here the script
 must load the real data through the contract, build the honest split, train, fit BG/NBD and
@@ -7,32 +7,20 @@ print the promised JSON with metrics in [0, 1].
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks import cdnow as cdnow_benchmark
+
 pytestmark = pytest.mark.slow
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "cdnow.py"
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_cdnow", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pydantic resolve names through it
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def cdnow():
-    module = load_benchmark()
-    if module.cdnow_master_path() is None:
+    if cdnow_benchmark.cdnow_master_path() is None:
         pytest.skip("lifetimes (the dev dependency that ships CDNOW_master.txt) is not installed")
-    return module
+    return cdnow_benchmark
 
 
 def test_cdnow_benchmark_smoke_run_prints_its_json_summary(cdnow, capsys):

@@ -1,5 +1,6 @@
-"""Tiny runs of benchmarks/clv_fit.py and benchmarks/scoring.py as a user runs them (a
-subprocess with small sizes): each must finish and print its promised JSON as the last line.
+"""Tiny runs of ``python -m benchmarks.clv_fit`` and ``python -m benchmarks.scoring`` as a user
+runs them (a subprocess from the repository root, with small sizes): each must finish and print
+its promised JSON as the last line.
 
 Speed itself is measured by running the benchmarks at full size, never asserted in tests.
 """
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+REPO = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(script: str, *args: str, cwd: Path) -> dict:
+def run_benchmark(module: str, *args: str) -> dict:
     completed = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        cwd=cwd,
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
@@ -29,8 +30,8 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_clv_fit_benchmark_recovers_the_simulated_parameters_and_prints_json(tmp_path):
-    summary = run_benchmark("clv_fit.py", "--customers", "20000", cwd=tmp_path)
+def test_clv_fit_benchmark_recovers_the_simulated_parameters_and_prints_json():
+    summary = run_benchmark("benchmarks.clv_fit", "--customers", "20000")
     assert summary["customers"] == 20000
     assert 0 < summary["distinct_rows"] <= 20000
     assert summary["fit_s"] > 0 and summary["fallback_predict_s"] > 0
@@ -45,7 +46,7 @@ def test_clv_fit_benchmark_recovers_the_simulated_parameters_and_prints_json(tmp
 @pytest.mark.slow
 def test_scoring_benchmark_scores_every_replicated_customer_and_prints_json(tmp_path):
     summary = run_benchmark(
-        "scoring.py",
+        "benchmarks.scoring",
         "--customers",
         "3000",
         "--train-customers",
@@ -54,7 +55,6 @@ def test_scoring_benchmark_scores_every_replicated_customer_and_prints_json(tmp_
         "1",
         "--store",
         str(tmp_path / "store"),
-        cwd=tmp_path,
     )
     assert summary["customers"] == 3000
     assert 0 < summary["active"] <= 3000

@@ -1,4 +1,4 @@
-"""A small run of benchmarks/external.py on samples of socialnet7 and CDNOW.
+"""A small run of ``python -m benchmarks.external`` on samples of socialnet7 and CDNOW.
 
 The figures come from the full run (README, "Benchmarks"); here the script must export both data
 sets as CRM exports, run the `churn` flows on them through their configs, the recency rule,
@@ -8,37 +8,25 @@ JSON last, with metrics in [0, 1].
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks import cdnow
+from benchmarks import external as external_benchmark
+
 pytestmark = pytest.mark.slow
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load(name: str, filename: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / filename)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses and pydantic resolve names through it
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def external():
-    module = load("benchmark_external", "external.py")
-    if not (module.sources.SOCIALNET7_DIR / "README.md").is_file():
-        pytest.skip(f"socialnet7 is not at {module.sources.SOCIALNET7_DIR}")
-    if module.sources.load_cdnow_module().cdnow_master_path() is None:
+    if not (external_benchmark.sources.SOCIALNET7_DIR / "README.md").is_file():
+        pytest.skip(f"socialnet7 is not at {external_benchmark.sources.SOCIALNET7_DIR}")
+    if cdnow.cdnow_master_path() is None:
         pytest.skip("lifetimes (the dev dependency that ships CDNOW_master.txt) is not installed")
     pytest.importorskip("featuretools")
-    return module
+    return external_benchmark
 
 
 def _unit(value) -> bool:

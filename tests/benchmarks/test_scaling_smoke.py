@@ -1,4 +1,4 @@
-"""A tiny run of benchmarks/scaling.py: every step runs and the promised JSON is printed.
+"""A tiny run of ``python -m benchmarks.scaling``: every step runs and the promised JSON is printed.
 
 Two small sizes on the local engine and the smaller one on Spark (``local[2]``), so the whole
 subprocess chain (generate, local, spark, compare) is exercised. Speed is measured by running
@@ -7,23 +7,14 @@ the benchmark at full size, never asserted here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling.py"
+from benchmarks import scaling
 
 pytestmark = pytest.mark.slow
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_scaling", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_scaling_benchmark_smoke_run_prints_its_json_summary(capsys, tmp_path):
@@ -31,7 +22,7 @@ def test_scaling_benchmark_smoke_run_prints_its_json_summary(capsys, tmp_path):
     if shutil.which("java") is None:
         pytest.skip("the Spark part needs Java 17 on PATH")
     argv = ["--sizes", "1500,3000", "--spark-sizes", "1500", "--data-dir", str(tmp_path)]
-    summary = load_benchmark().main(argv)
+    summary = scaling.main(argv)
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last_line) == summary
     assert summary["sizes"] == [1500, 3000]
@@ -47,6 +38,6 @@ def test_scaling_benchmark_smoke_run_prints_its_json_summary(capsys, tmp_path):
 
 
 def test_loglog_slope_of_linear_and_quadratic_costs():
-    slope = load_benchmark().loglog_slope
+    slope = scaling.loglog_slope
     assert abs(slope([1e5, 3e5, 1e6], [1.0, 3.0, 10.0]) - 1.0) < 1e-12
     assert abs(slope([1e5, 1e6], [1.0, 100.0]) - 2.0) < 1e-12

@@ -1,5 +1,5 @@
-"""A tiny run of benchmarks/serving.py: both servers start, every scenario runs, the JSON holds
-the promised keys.
+"""A tiny run of ``python -m benchmarks.serving``: both servers start, every scenario runs, the
+JSON holds the promised keys.
 
 Speed itself is measured by running the benchmark at full size, never asserted in tests (the
 figures depend on the machine and on what else runs on it); errors are, since a request that
@@ -8,31 +8,18 @@ fails at tiny load is a bug.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
+from benchmarks import serving as serving_benchmark
 
 pytestmark = pytest.mark.slow
 
 
-def load_benchmark():
-    name = "churn_serving_benchmark"  # shared with tests/serving (one fixture per session)
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def test_serving_benchmark_smoke_run_prints_its_json_summary(tmp_path_factory, capsys):
     root = tmp_path_factory.getbasetemp() / "serving-fixture"
-    summary = load_benchmark().main(["--smoke", "--root", str(root)])
+    summary = serving_benchmark.main(["--smoke", "--root", str(root)])
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last_line) == json.loads(json.dumps(summary, default=str))
     for key in ("errors_c50", "score_vs_floor_c10", "batch_speedup"):

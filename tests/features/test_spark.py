@@ -21,13 +21,13 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # pragma: no cover - depends on the machine
     pytest.skip("the Spark engine needs Java 17 on PATH", allow_module_level=True)
 
-from pyspark.sql import types as T  # noqa: E402
+from pyspark.sql import types as T
 
-from features.config import FeatureParams, LabelParams, VocabularyParams  # noqa: E402
-from features.contract import DataContractError  # noqa: E402
-from features.lifecycle import compute_customer_features  # noqa: E402
-from features.snapshots import build_features, build_snapshots, stats_key  # noqa: E402
-from features.spark import (  # noqa: E402
+from features.config import FeatureParams, LabelParams, VocabularyParams
+from features.contract import DataContractError
+from features.lifecycle import compute_customer_features
+from features.snapshots import build_features, build_snapshots, stats_key
+from features.spark import (
     EVENTS_PER_BUCKET,
     GLOBAL_STATS_COLUMNS,
     canonical_crm,
@@ -37,7 +37,7 @@ from features.spark import (  # noqa: E402
     spark_schema_of,
     spark_session,
 )
-from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data  # noqa: E402
+from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
 
 FEATURE_PARAMS = FeatureParams(clv_fit_sample=400)  # below the purchasers: the sample matters
 LABEL_PARAMS = LabelParams(horizon_days=60)
@@ -780,7 +780,7 @@ def flow_config(tmp_path_factory):
 def test_features_flow_gives_the_local_summary_and_statistics(spark, flow_config):
     import json
 
-    from pipelines.flows import run_features
+    from pipelines.data import run_features
     from pipelines.spark_flows import run_features_spark
 
     cfg, root = flow_config
@@ -805,7 +805,7 @@ def test_features_flow_gives_the_local_summary_and_statistics(spark, flow_config
 
 
 def test_snapshots_flow_gives_the_local_summary(spark, flow_config):
-    from pipelines.flows import run_snapshots
+    from pipelines.data import run_snapshots
     from pipelines.spark_flows import run_snapshots_spark
 
     cfg, root = flow_config
@@ -823,7 +823,7 @@ def test_snapshots_flow_gives_the_local_summary(spark, flow_config):
 def test_snapshots_flow_labels_on_the_training_window(spark, flow_config):
     """``labels.training_horizon_days``: the Spark flow builds the local training table (grid
     ending where the training window matures, labels on it) and stores both horizons."""
-    from pipelines.flows import label_horizons, run_snapshots
+    from pipelines.data import label_horizons, run_snapshots
     from pipelines.spark_flows import ATTRS_PART_FILE, run_snapshots_spark
 
     base, root = flow_config
@@ -911,7 +911,7 @@ def test_spark_table_source_with_mappings(spark):
 @pytest.fixture(scope="module")
 def scoring_setup(flow_config):
     """Churn and up-sell champions trained on the local snapshot table into a tmp MLflow."""
-    from pipelines.flows import build_training_table, stats_of_test_cutoff
+    from pipelines.data import build_training_table, stats_of_test_cutoff
     from training.config import configure_mlflow
     from training.train import train
 

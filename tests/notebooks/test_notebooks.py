@@ -3,7 +3,7 @@
 One shared set-up (module-scoped) does what a user does before opening a notebook: generate a
 small CRM history (``features.synthetic``), write a project config pointing at it, build the
 snapshot table and train a churn model into a temporary MLflow store, all through the
-pipeline's own flows (``pipelines.flows``). Each notebook then runs in a fresh kernel with
+pipeline's own flows (``pipelines.data``). Each notebook then runs in a fresh kernel with
 environment variables pointing at that world; a notebook needing more (another model, other
 files) gets its own entry in ``NOTEBOOK_SETUPS``, and a new notebook without one runs with the
 common variables (``common_environment``).
@@ -79,7 +79,7 @@ def _write_config(root: Path, data_dir: Path) -> Path:
 def world(tmp_path_factory: pytest.TempPathFactory) -> NotebookWorld:
     from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
     from pipelines.config import load_config
-    from pipelines.flows import run_snapshots, run_train
+    from pipelines.data import run_snapshots, run_train
     from training.config import resolved_tracking_uri
 
     root = tmp_path_factory.mktemp("notebook-world")

@@ -34,7 +34,7 @@ def cfg(scoring_config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(cfg):
-    from pipelines.flows import load_validated_data
+    from pipelines.data import load_validated_data
 
     return load_validated_data(cfg)
 
@@ -135,9 +135,9 @@ def test_the_service_copy_holds_the_latest_date_with_its_reference_data(
     summary, table = first_run
     service = read_risk_list(cfg.serving.risk_list_location(cfg.output_dir))
     assert service.as_of == summary["as_of"]
-    assert service.meta["model_versions"] == summary["model_versions"]
-    assert service.meta["global_stats"]["cutoff"] == summary["as_of"]
-    assert service.meta["category_shares"]
+    assert service.meta.model_versions == summary["model_versions"]
+    assert service.meta.global_stats["cutoff"] == summary["as_of"]
+    assert service.meta.category_shares
     assert service.frame["customer_id"].tolist() == table["customer_id"].tolist()
 
     earlier = date.fromisoformat(summary["as_of"]) - pd.Timedelta(days=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -167,12 +168,12 @@ def test_every_command_has_help(command, capsys):
 ENGINE_COMMANDS = {
     "features": (
         ["--as-of", "2024-06-01", "--out", "f.parquet"],
-        ("pipelines.flows", "run_features"),
+        ("pipelines.data", "run_features"),
         ("pipelines.spark_flows", "run_features_spark"),
     ),
     "snapshots": (
         ["--out", "s.parquet"],
-        ("pipelines.flows", "run_snapshots"),
+        ("pipelines.data", "run_snapshots"),
         ("pipelines.spark_flows", "run_snapshots_spark"),
     ),
     "score": (
@@ -275,3 +276,127 @@ def test_a_training_window_longer_than_the_horizon_is_a_one_line_error(generated
     )  # fmt: skip
     assert code == 2
     assert "training_horizon_days" in err
+
+
+# --------------------------------------------------------------------------------------------
+# churn demo: a complete first run from any folder
+# --------------------------------------------------------------------------------------------
+
+
+def _record_demo(monkeypatch) -> list:
+    """Replace the demo flow by one that records the config it was given."""
+    configs: list = []
+
+    def flow(cfg, **kwargs):
+        configs.append(cfg)
+        return {"mlflow_tracking_uri": cfg.training.mlflow.tracking_uri}
+
+    monkeypatch.setattr("pipelines.demo.run_demo", flow)
+    return configs
+
+
+def _demo_locations(cfg) -> dict[str, str]:
+    mlflow = cfg.training.mlflow
+    return {
+        "events": cfg.data.events.path,
+        "customers": cfg.data.customers.path,
+        "subscriptions": cfg.data.subscriptions.path,
+        "quarantine": cfg.data.quarantine_dir,
+        "output": cfg.output_dir,
+        "risk_list": str(cfg.serving.risk_list_location(cfg.output_dir)),
+        "tracking": mlflow.tracking_uri.removeprefix("sqlite:///"),
+        "registry": (mlflow.registry_uri or "").removeprefix("sqlite:///"),
+        "artifacts": mlflow.artifact_location,
+    }
+
+
+def test_demo_writes_under_churn_demo_in_the_working_directory(monkeypatch, tmp_path, capsys):
+    configs = _record_demo(monkeypatch)
+    (tmp_path / "churn.yaml").write_text("output_dir: elsewhere\n")  # not read: no --config
+    monkeypatch.chdir(tmp_path)
+    code, payload, _ = run_cli(capsys, "demo")
+    assert code == 0 and len(configs) == 1
+    root = tmp_path.resolve() / "churn-demo"
+    locations = _demo_locations(configs[0])
+    assert all(Path(p).is_relative_to(root) for p in locations.values()), locations
+    assert locations["events"] == str(root / "data" / "events.parquet")
+    assert locations["tracking"] == locations["registry"] == str(root / "mlruns" / "mlflow.db")
+    assert payload["mlflow_tracking_uri"] == f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
+def test_demo_with_a_config_and_no_out_writes_where_the_config_says(monkeypatch, tmp_path, capsys):
+    configs = _record_demo(monkeypatch)
+    config = tmp_path / "demo.yaml"
+    config.write_text("data:\n  events:\n    path: data/demo/events.parquet\noutput_dir: out\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run_cli(capsys, "demo", "--config", str(config))
+    assert code == 0
+    assert configs[0].data.events.path == "data/demo/events.parquet"  # as `make demo` runs it
+    assert configs[0].output_dir == "out"
+    assert not (tmp_path / "churn-demo").exists()
+
+
+def test_demo_on_a_config_without_event_files_and_no_out_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "sql.yaml"
+    config.write_text("data:\n  events:\n    url: sqlite:///crm.db\n    table: events\n")
+    code, payload, err = run_cli(capsys, "demo", "--config", str(config))
+    assert code == 2 and payload is None
+    assert err.strip() == "error: the demo writes generated files: data.events must be a file path"
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_demo_into_a_folder_it_cannot_write_is_a_one_line_error(
+    where, monkeypatch, tmp_path, capsys
+):
+    configs = _record_demo(monkeypatch)
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = blocker if where == "a file" else blocker / "demo"
+    code, payload, err = run_cli(capsys, "demo", "--out", str(out))
+    assert code == 2 and payload is None and configs == []
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: cannot write the demo under {out}: ")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_from_another_folder(tmp_path):
+    """The console script, as after `pip install`, in a folder that is not the project's.
+
+    Kept small as the scoring fixtures keep their trained stores (``TINY_TRAINING`` of
+    ``benchmarks/trained_store.py``): 1,000 customers, one trial, a tiny boosting budget, no
+    backtest; the settings come from ``--config``, every location from ``--out``.
+    """
+    import os
+    import subprocess
+    import sys
+
+    churn = Path(sys.executable).with_name("churn")
+    assert churn.is_file(), f"the console script is not installed beside {sys.executable}"
+    cwd, out = tmp_path / "elsewhere", tmp_path / "first run"
+    cwd.mkdir()
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "training:\n  max_boosting_rounds: 30\n  early_stopping_rounds: 5\n"
+        "  log_trial_runs: false\n  backtest_cutoffs: 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    completed = subprocess.run(
+        [str(churn), "demo", "--out", str(out), "--config", str(config),
+         "--customers", "1000", "--trials", "1", "--time-budget", "1"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert list(cwd.iterdir()) == []  # nothing written where it was started
+    root = out.resolve()
+    assert summary["mlflow_tracking_uri"] == f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    assert (root / "mlruns" / "mlflow.db").is_file()
+    assert set(summary["models"]) == {"churn", "upsell", "winback"}
+    for written in (
+        root / "data" / "events.parquet",
+        root / "output" / "snapshots.parquet",
+        root / "output" / "risk_list.parquet",
+        Path(summary["retention_report"]),
+        Path(summary["monitoring"]["html"]),
+    ):
+        assert written.is_file() and written.is_relative_to(root), written

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from features.config import CutoffConfig
 from pipelines.config import load_config
-from pipelines.flows import resolve_cutoffs
+from pipelines.data import resolve_cutoffs
 
 REPO = Path(__file__).resolve().parents[2]
 

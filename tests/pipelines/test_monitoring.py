@@ -78,7 +78,7 @@ def _config(path: Path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     from features.synthetic import DriftSpec, GeneratorParams, generate_crm_data, write_crm_data
-    from pipelines.flows import load_validated_data
+    from pipelines.data import load_validated_data
     from pipelines.monitoring import run_retrain
 
     root = tmp_path_factory.mktemp("monitoring-world")
@@ -197,7 +197,7 @@ def test_restore_aliases_undoes_a_half_done_promotion(world: World):
 class _ReloadHandler(BaseHTTPRequestHandler):
     calls: list[tuple[str, str | None]] = []
 
-    def do_POST(self):  # noqa: N802 - the http.server API
+    def do_POST(self):  # the http.server API
         self.calls.append((self.path, self.headers.get("X-API-Key")))
         self.send_response(200)
         self.end_headers()

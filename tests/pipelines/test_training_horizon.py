@@ -14,7 +14,7 @@ from features.config import CutoffConfig, FeatureParams, LabelParams
 from features.snapshots import build_snapshots
 from features.synthetic import GeneratorParams, generate_crm_data
 from pipelines.config import ProjectConfig
-from pipelines.flows import (
+from pipelines.data import (
     LoadedData,
     build_training_table,
     label_horizons,

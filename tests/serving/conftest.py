@@ -1,6 +1,6 @@
 """Fixtures of the serving tests that run the real service.
 
-``serving_harness``: ``benchmarks/serving.py`` as a module, the harness the serving benchmark
+``serving_harness``: the module ``benchmarks.serving``, the harness the serving benchmark
 uses too (``prepare_fixture``, ``feature_rows``, ``running_server``, ``free_port``).
 ``serving_fixture``: the complete set-up it builds - tiny trained champions in an MLflow store,
 the batch risk list, the feature table, the project config - once per session for every module
@@ -10,8 +10,6 @@ of this folder. ``start_server``: ``bentoml serve`` in a subprocess on a free po
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,19 +17,13 @@ from types import ModuleType
 
 import pytest
 
-HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
+from benchmarks import serving as serving_benchmark
 
 
 @pytest.fixture(scope="session")
 def serving_harness() -> ModuleType:
-    """``benchmarks/serving.py`` as a module (the benchmarks folder is no package)."""
-    name = "churn_serving_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HARNESS)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """``benchmarks.serving``, the serving benchmark's module."""
+    return serving_benchmark
 
 
 @pytest.fixture(scope="session")

@@ -14,29 +14,144 @@ from features.segments import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_GROWTH_SEGME
 from serving.decisions import (
     ACTION_RULES,
     ACTIONS,
+    RAISES_RISK_SUFFIX,
     ActionPolicy,
     RiskBands,
+    RiskBandsUnknownError,
+    _sentence,
     apply_action_rules,
     assign_risk_bands,
-    cross_sell_candidates,
-    cross_sell_candidates_frame,
     event_polarity,
     expected_value_at_risk,
     feature_unit,
     fit_risk_bands,
     format_feature_value,
+    is_missing,
     is_plausible_risk,
+    percentile_among,
     percentile_rank,
-    reason_text,
     reason_texts,
-    risk_band,
+    risk_bands_for_call,
     rule_table,
-    suggest_action_reason,
-    suggest_actions,
+    suggest_cross_sell,
 )
 
 BAND_ORDER = {"low": 0, "medium": 1, "high": 2}
 BANDS = RiskBands(high=0.6, medium=0.3)
+
+
+# ------------------------------------------------------------------------------------------
+# reference implementations: the rules one customer at a time, the way a person reads them,
+# to check the package's vectorised and batch code against (only the tests use them)
+# ------------------------------------------------------------------------------------------
+
+
+def risk_band(prob: float, bands: RiskBands) -> str | None:
+    """The band of one probability; None when it is missing (e.g. a lapsed customer)."""
+    if prob is None or math.isnan(float(prob)):
+        return None
+    if prob >= bands.high:
+        return "high"
+    if prob >= bands.medium:
+        return "medium"
+    return "low"
+
+
+def suggest_actions(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
+    """The suggested action per row (first matching rule of ``ACTION_RULES``)."""
+    return apply_action_rules(frame, policy)["suggested_action"]
+
+
+def suggest_action_reason(frame: pd.DataFrame, policy: ActionPolicy | None = None) -> pd.Series:
+    """The rationale of the rule that chose each row's action."""
+    return apply_action_rules(frame, policy)["action_reason"]
+
+
+#: Suffix of a feature the model weighs towards churn whose value reads as engagement to a
+#: person (``is_plausible_risk`` is False): shown as context, never as a risk.
+CONTEXT_SUFFIX = " (context, not a risk sign by itself)"
+
+
+def reason_text(
+    feature: str,
+    value,
+    readable_names: dict[str, str] | None = None,
+    *,
+    currency: str = "",
+    feature_values: dict | None = None,
+) -> str:
+    """One feature value as a reason sentence: "no activity for 63 days (raises risk)", or
+    ending in ``CONTEXT_SUFFIX`` when the value is not a plausible risk (``reason_texts``
+    skips those)."""
+    row = feature_values or {}
+    sentence = _sentence(feature, value, readable_names or {}, currency, row)
+    if not is_plausible_risk(feature, value, row):
+        return sentence + CONTEXT_SUFFIX
+    return sentence + RAISES_RISK_SUFFIX
+
+
+def cross_sell_candidates(
+    bought_categories, category_propensity, top_k: int = 3, *, min_propensity: float = 0.0
+) -> list[dict]:
+    """The ``top_k`` categories the customer has not bought yet, most likely first.
+
+    Each candidate is ``{"category", "propensity"}``; ties go alphabetically, NaN propensities
+    and those below ``min_propensity`` are never candidates.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    bought = set(bought_categories)
+    candidates = []
+    for category, propensity in category_propensity.items():
+        value = float(propensity)
+        if category in bought or math.isnan(value) or value < min_propensity:
+            continue
+        if math.isinf(value):
+            raise ValueError(f"propensity of category {category!r} is infinite")
+        candidates.append((-value, str(category)))
+    candidates.sort()
+    return [{"category": c, "propensity": -v} for v, c in candidates[:top_k]]
+
+
+def cross_sell_candidates_frame(
+    bought_categories: pd.Series,
+    propensities: pd.DataFrame,
+    top_k: int = 3,
+    *,
+    min_propensity: float = 0.0,
+) -> pd.Series:
+    """``cross_sell_candidates`` for many customers at once.
+
+    ``propensities`` has one row per customer and one column per category; ``bought_categories``
+    holds, on the same index, each customer's list of categories bought (None or NaN = none).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if not bought_categories.index.equals(propensities.index):
+        raise ValueError("bought_categories and propensities must share the same index")
+    categories = [str(c) for c in propensities.columns]
+    scores = propensities.to_numpy(dtype=np.float64, copy=True)
+    if np.isinf(scores).any():
+        raise ValueError("propensities contain infinite values")
+    position = {c: j for j, c in enumerate(categories)}
+    for row, bought in enumerate(bought_categories.to_numpy(dtype=object)):
+        for category in () if is_missing(bought) else bought:
+            j = position.get(str(category))
+            if j is not None:
+                scores[row, j] = np.nan
+    scores[scores < min_propensity] = np.nan
+    # Sort by descending score, ties alphabetically: columns in alphabetical order first.
+    alphabetical = np.argsort(np.array(categories, dtype=object), kind="stable")
+    ordered = scores[:, alphabetical]
+    keys = np.where(np.isnan(ordered), np.inf, -ordered)
+    order = alphabetical[np.argsort(keys, axis=1, kind="stable")[:, :top_k]]
+    result = []
+    for row in range(scores.shape[0]):
+        picks = [j for j in order[row] if not np.isnan(scores[row, j])]
+        result.append(
+            [{"category": categories[j], "propensity": float(scores[row, j])} for j in picks]
+        )
+    return pd.Series(result, index=propensities.index, name="cross_sell_candidates", dtype=object)
 
 
 def customer(**overrides) -> dict:
@@ -193,6 +308,60 @@ def test_percentile_rank_never_decreases_with_the_score(probs):
     order = np.argsort(values, kind="stable")
     assert np.all(np.diff(ranks[order]) >= -1e-9)
     assert ranks.min() >= 0.0 and ranks.max() <= 100.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    probs=st.lists(st.sampled_from([0.1, 0.2, 0.5, 0.7, 0.9, np.nan]), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_percentiles_of_a_part_among_the_population_are_those_of_the_whole(probs, data):
+    values = np.array(probs)
+    part = data.draw(st.lists(st.integers(0, len(probs) - 1), max_size=len(probs)))
+    population = np.sort(values[np.isfinite(values)])
+    whole = percentile_rank(values)
+    np.testing.assert_array_equal(percentile_among(values[part], population), whole[part])
+    # the average-rank formula: 100 * (average rank - 1) / (n - 1), a single score 50
+    from scipy.stats import rankdata
+
+    scored = np.isfinite(values)
+    n = int(scored.sum())
+    expected = np.full(len(values), np.nan)
+    if n:
+        ranks = rankdata(values[scored], method="average")
+        expected[scored] = 50.0 if n == 1 else 100.0 * (ranks - 1.0) / (n - 1)
+    np.testing.assert_array_equal(whole, expected)
+
+
+def test_risk_bands_for_call_use_stored_bands_else_fit_on_the_call_else_refuse():
+    churn = np.array([0.1, 0.2, 0.3, 0.4, np.nan])
+    reference = np.array([0.1, 0.5])
+    warnings: list[str] = []
+    shares = {"high_share": 0.1, "medium_share": 0.3}
+    stored = risk_bands_for_call(churn, BANDS, reference, warnings=warnings, **shares)
+    assert stored == (BANDS, reference) and warnings == []
+    fitted, none = risk_bands_for_call(churn, None, None, warnings=warnings, **shares)
+    assert fitted == fit_risk_bands(churn[:4], 0.1, 0.3) and none is None
+    assert warnings == [
+        "risk bands and percentiles fitted on this call's 4 scored active customers (no stored "
+        "reference): they depend on who is scored together"
+    ]
+    assert risk_bands_for_call(np.full(3, np.nan), None, None, warnings=[], **shares) == (
+        None,
+        None,
+    )
+    with pytest.raises(RiskBandsUnknownError, match="this call has only 2 distinct score"):
+        risk_bands_for_call(np.array([0.4, 0.4]), None, None, warnings=[], **shares)
+    with pytest.raises(ValueError, match="the batch has only 1 distinct score.s. to fit them on$"):
+        risk_bands_for_call(
+            np.array([0.4]),
+            None,
+            None,
+            warnings=[],
+            scored_together="the batch",
+            advice="",
+            **shares,
+        )
 
 
 def test_expected_value_at_risk_is_probability_times_value_and_unknown_stays_unknown():
@@ -432,6 +601,41 @@ def test_cross_sell_frame_variant_matches_the_per_customer_function(data, n_rows
     for i in range(n_rows):
         expected = cross_sell_candidates(bought[i], table.iloc[i].to_dict(), top_k=top_k)
         assert vectorised[i] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.sets(st.sampled_from("abcdef"), max_size=6),
+            st.one_of(st.none(), st.floats(0, 1)),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    shares=st.dictionaries(st.sampled_from("abcdefg"), st.floats(0.01, 1), min_size=1),
+    top_k=st.integers(1, 4),
+)
+def test_vectorised_cross_sell_matches_the_decisions_helper(data, shares, top_k):
+    ids = np.array([f"C{i}" for i in range(len(data))], dtype=object)
+    upsell = np.array([np.nan if p is None else p for _, p in data])
+    bought = pd.Series([sorted(b) for b, _ in data], index=pd.Index(ids))
+    pairs = bought.explode().dropna().rename("category").rename_axis("customer_id").reset_index()
+    fast = suggest_cross_sell(ids, upsell, pairs, shares, top_k)
+    scored = np.isfinite(upsell)
+    propensities = pd.DataFrame(
+        {c: upsell[scored] * s for c, s in shares.items()}, index=pd.Index(ids[scored])
+    )
+    expected = cross_sell_candidates_frame(bought[scored], propensities, top_k)
+    for i in np.flatnonzero(scored):
+        got = fast[i]
+        want = expected[ids[i]]
+        assert [c["category"] for c in got] == [c["category"] for c in want] or (
+            # equal propensities (e.g. upsell 0) may order differently only among ties
+            [c["propensity"] for c in got] == [c["propensity"] for c in want]
+        )
+        np.testing.assert_allclose([c["propensity"] for c in got], [c["propensity"] for c in want])
+    assert all(fast[i] == [] for i in np.flatnonzero(~scored))
 
 
 # ------------------------------------------------------------------------------------------

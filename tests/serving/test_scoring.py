@@ -14,19 +14,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from serving.decisions import (
-    ACTIONS,
-    cross_sell_candidates_frame,
-    fit_risk_bands,
-    percentile_rank,
-)
+from serving.decisions import ACTIONS, fit_risk_bands, percentile_rank
 from serving.scoring import (
     SCORE_COLUMNS,
     ChampionMissingError,
-    _cross_sell,
+    RiskListMeta,
     bought_categories,
     category_purchase_shares,
     champion_versions,
@@ -119,12 +112,14 @@ def test_load_champions_loads_every_task_without_pickle(models, cfg):
 def test_bands_and_percentiles_come_from_the_churn_run_test_predictions(models):
     import mlflow
 
-    from serving.scoring import TEST_PREDICTIONS_ARTIFACT, _find_run_artifact
+    from training.artifacts import REFERENCE_DIR, TEST_PREDICTIONS_ARTIFACT
 
     run_id = models.churn.run_id
-    found = _find_run_artifact(mlflow.MlflowClient(), run_id, TEST_PREDICTIONS_ARTIFACT)
-    assert found is not None, "training.train logs no test_predictions.parquet"
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=found)
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(run_id, REFERENCE_DIR)}
+    assert TEST_PREDICTIONS_ARTIFACT in logged, "training.train logs no test_predictions.parquet"
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=TEST_PREDICTIONS_ARTIFACT
+    )
     test_scores = pd.read_parquet(path)["probability"].to_numpy()
     assert models.band_source == "test_predictions"
     assert models.risk_bands == fit_risk_bands(test_scores, 0.10, 0.30)
@@ -374,41 +369,6 @@ def test_without_events_no_candidates_and_a_warning(features, models, cfg):
     assert any("cross-sell" in w for w in result.attrs["warnings"])
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    data=st.lists(
-        st.tuples(
-            st.sets(st.sampled_from("abcdef"), max_size=6),
-            st.one_of(st.none(), st.floats(0, 1)),
-        ),
-        min_size=1,
-        max_size=8,
-    ),
-    shares=st.dictionaries(st.sampled_from("abcdefg"), st.floats(0.01, 1), min_size=1),
-    top_k=st.integers(1, 4),
-)
-def test_vectorised_cross_sell_matches_the_decisions_helper(data, shares, top_k):
-    ids = np.array([f"C{i}" for i in range(len(data))], dtype=object)
-    upsell = np.array([np.nan if p is None else p for _, p in data])
-    bought = pd.Series([sorted(b) for b, _ in data], index=pd.Index(ids))
-    pairs = bought.explode().dropna().rename("category").rename_axis("customer_id").reset_index()
-    fast = _cross_sell(ids, upsell, pairs, shares, top_k)
-    scored = np.isfinite(upsell)
-    propensities = pd.DataFrame(
-        {c: upsell[scored] * s for c, s in shares.items()}, index=pd.Index(ids[scored])
-    )
-    expected = cross_sell_candidates_frame(bought[scored], propensities, top_k)
-    for i in np.flatnonzero(scored):
-        got = fast[i]
-        want = expected[ids[i]]
-        assert [c["category"] for c in got] == [c["category"] for c in want] or (
-            # equal propensities (e.g. upsell 0) may order differently only among ties
-            [c["propensity"] for c in got] == [c["propensity"] for c in want]
-        )
-        np.testing.assert_allclose([c["propensity"] for c in got], [c["propensity"] for c in want])
-    assert all(fast[i] == [] for i in np.flatnonzero(~scored))
-
-
 # --------------------------------------------------------------------------------------------
 # the risk list
 # --------------------------------------------------------------------------------------------
@@ -428,7 +388,7 @@ def test_risk_list_ranks_active_customers_by_value_at_risk(scores, models):
 
 def test_risk_list_round_trips_and_filters(scores, models, tmp_path):
     table = risk_list_table(scores, models)
-    path = write_risk_list(table, tmp_path / "risk.parquet", {"as_of": "2025-07-01"})
+    path = write_risk_list(table, tmp_path / "risk.parquet", RiskListMeta(as_of="2025-07-01"))
     read = read_risk_list(path)
     assert read.as_of == "2025-07-01"
     assert read.frame["reasons"].map(lambda r: isinstance(r, list)).all()
@@ -439,6 +399,35 @@ def test_risk_list_round_trips_and_filters(scores, models, tmp_path):
     total_min, rows_min = filter_risk_list(read.frame, risk_band=None, min_value=500.0)
     assert total_min == int((table["customer_value"] >= 500).sum())
     assert (rows_min["customer_value"] >= 500).all()
+
+
+def test_risk_list_meta_round_trips_through_the_sidecar(tmp_path):
+    from serving.scoring import risk_list_meta_path
+
+    meta = RiskListMeta(
+        as_of="2025-07-01",
+        scored_at="2025-07-02T06:00:00+00:00",
+        rows=1,
+        model_versions={"churn": "3", "upsell": None, "winback": "1"},
+        run_ids={"churn": "abc", "upsell": None, "winback": "def"},
+        risk_bands={"high": 0.4, "medium": 0.1},
+        band_source="test_predictions",
+        global_stats={"cutoff": "2025-07-01"},
+        category_shares={"books": 0.5},
+        explained_rows=1,
+    )
+    assert RiskListMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
+    table = pd.DataFrame({"customer_id": ["C1"], "reasons": ["[]"]})
+    path = write_risk_list(table, tmp_path / "risk.parquet", meta)
+    sidecar = json.loads(risk_list_meta_path(path).read_text())
+    assert sidecar == meta.to_dict()
+    assert read_risk_list(path).meta == meta
+
+    # an older or hand-written sidecar: missing keys are None, unknown keys are ignored
+    partial = RiskListMeta.from_dict({"as_of": "2025-06-01", "written_by": "hand"})
+    assert partial == RiskListMeta(as_of="2025-06-01")
+    risk_list_meta_path(path).unlink()
+    assert read_risk_list(path).meta == RiskListMeta()
 
 
 def test_a_batch_risk_list_gives_the_service_its_stats_and_category_shares(
@@ -456,13 +445,13 @@ def test_a_batch_risk_list_gives_the_service_its_stats_and_category_shares(
         label_params=cfg.labels,
     )
     stats = fitted.to_dict()
-    meta = {
-        "as_of": str(as_of.date()),
-        "model_versions": models.model_versions(),
-        "risk_bands": models.risk_bands.model_dump(),
-        "global_stats": stats,
-        "category_shares": shares,
-    }
+    meta = RiskListMeta(
+        as_of=str(as_of.date()),
+        model_versions=models.model_versions(),
+        risk_bands=models.risk_bands.model_dump(),
+        global_stats=stats,
+        category_shares=shares,
+    )
     write_risk_list(
         risk_list_table(scores, models), cfg.serving.risk_list_location(cfg.output_dir), meta
     )
@@ -497,7 +486,7 @@ def test_without_stored_test_scores_bands_come_from_the_batch_risk_list(
     write_risk_list(
         risk_list_table(scores, models),
         cfg.serving.risk_list_location(cfg.output_dir),
-        {"as_of": "2025-07-01", "model_versions": models.model_versions(), "risk_bands": bands},
+        RiskListMeta(as_of="2025-07-01", model_versions=models.model_versions(), risk_bands=bands),
     )
     from_list = load_champions(cfg)
     assert from_list.band_source == "risk_list"
@@ -531,7 +520,7 @@ def test_result_records_validate_as_score_results(crm, models, cfg, as_of):
 def test_risk_list_records_validate_as_risk_list_rows(scores, models, tmp_path):
     from serving.schemas import RiskListRow
 
-    path = write_risk_list(risk_list_table(scores, models), tmp_path / "r.parquet", {})
+    path = write_risk_list(risk_list_table(scores, models), tmp_path / "r.parquet", RiskListMeta())
     _, rows = filter_risk_list(read_risk_list(path).frame, risk_band=["high"], top_n=20)
     records = [RiskListRow.model_validate(r) for r in risk_list_records(rows)]
     assert [r.rank for r in records] == sorted(r.rank for r in records)

@@ -39,17 +39,12 @@ from features.segments import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_GROWTH_SEGME
 from pipelines.config import ProjectConfig, load_config
 from serving import scoring
 from serving.decisions import RISK_BANDS, ActionPolicy, apply_action_rules
+from serving.guard import OPEN_PATHS, RequestError, RequestGuard
+from serving.rows import _ActionTable
 from serving.schemas import CustomerFeatures
-from serving.service import (
-    OPEN_PATHS,
-    ChurnService,
-    RequestError,
-    RequestGuard,
-    ServiceSettings,
-    _ActionTable,
-    load_state,
-    serve_command,
-)
+from serving.service import ChurnService
+from serving.settings import ServiceSettings, serve_command
+from serving.state import load_state
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"

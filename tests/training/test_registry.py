@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from training import registry
-from training.registry import compare_with_champion, decide_promotion, metric_value
+from training.registry import compare_with_champion, decide_promotion, find_champion, metric_value
 
 
 def test_first_version_is_promoted():
@@ -67,3 +67,28 @@ def test_a_champion_that_cannot_be_scored_is_decided_by_config(
     assert decision.promote is promote_when_comparison_fails
     assert "old_feature" in decision.reason and decision.champion_version == "7"
     assert decision.champion_score is None
+
+
+class _Registry:
+    """A registry client with one model, ``churn``, whose aliases point to versions."""
+
+    def __init__(self, aliases: dict[str, str]):
+        self.aliases = aliases
+        self.asked: list[tuple[str, str]] = []
+
+    def get_model_version_by_alias(self, name, alias):
+        from mlflow.exceptions import MlflowException
+
+        self.asked.append((name, alias))
+        if name != "churn" or alias not in self.aliases:
+            raise MlflowException(f"no alias {alias!r} on {name!r}")
+        return SimpleNamespace(name=name, version=self.aliases[alias])
+
+
+def test_find_champion_follows_the_champion_alias_and_says_none_when_absent():
+    client = _Registry({"champion": "3", "challenger": "4"})
+    assert find_champion(client, "churn").version == "3"
+    assert client.asked == [("churn", "champion")]
+    assert find_champion(client, "churn", alias="challenger").version == "4"
+    assert find_champion(client, "upsell") is None  # no such model
+    assert find_champion(_Registry({}), "churn") is None  # a model without a champion

@@ -1,6 +1,14 @@
-"""Flows: wiring of the pure stage functions to files, databases and reports.
+"""The shared data flows: load and validate the configured tables, and the tables built on them.
 
-Each flow takes the typed ``ProjectConfig`` and returns a small JSON-able summary; the CLI in
+Every other flow starts here. :func:`load_validated_data` reads the configured sources once and
+hands on a :class:`LoadedData` (validated tables, what validation found, where bad rows went),
+which the flows below, scoring, monitoring, the report and the demo take as ``data=`` so one run
+reads the data once. The cutoff and label-window rules (:func:`resolve_cutoffs`,
+:func:`label_span_days`, :func:`training_label_span_days`, :func:`label_horizons`) live here so
+every flow resolves them alike.
+
+The flows of ``churn validate``, ``check``, ``features``, ``snapshots`` and ``train`` take the
+typed ``ProjectConfig`` and return a small JSON-able summary (or a typed result); the CLI in
 ``pipelines.cli`` only parses arguments and prints. Tests call these functions directly.
 """
 
@@ -315,106 +323,3 @@ def run_train(
         progress=progress,
         global_stats=stats_of_test_cutoff(cfg, table, stats, task),
     )
-
-
-DEMO_TASKS: tuple[str, ...] = ("churn", "upsell", "winback")
-
-
-def run_demo(
-    cfg: ProjectConfig,
-    *,
-    n_customers: int = 5000,
-    seed: int = 42,
-    regenerate: bool = False,
-    tasks: tuple[str, ...] = DEMO_TASKS,
-    progress: bool = True,
-    say=print,
-) -> dict[str, Any]:
-    """The main job end to end on the embedded default: generated data, local files, SQLite MLflow.
-
-    Generates a CRM history (unless one is already there), validates it, checks it is usable,
-    builds the snapshot table and today's feature table, trains, evaluates and registers one
-    model per task, batch-scores every customer into the risk list, checks drift against the
-    champion's reference and writes the retention report. Each step prints where its output is.
-    """
-    from features.synthetic import GeneratorParams, generate_crm_data, write_crm_data
-
-    if cfg.data.events is None or cfg.data.events.path is None:
-        raise ValueError("the demo writes generated files: data.events must be a file path")
-    data_dir = Path(cfg.data.events.path).parent
-    output_dir = Path(cfg.output_dir)
-    summary: dict[str, Any] = {"data_dir": str(data_dir), "output_dir": str(output_dir)}
-
-    if regenerate or not Path(cfg.data.events.path).exists():
-        say(f"[1/9] generating {n_customers:,} customers (seed {seed}) into {data_dir}")
-        data = generate_crm_data(GeneratorParams(n_customers=n_customers, seed=seed))
-        write_crm_data(data, data_dir)
-    else:
-        say(f"[1/9] using the data already in {data_dir} (--regenerate to replace it)")
-
-    say("[2/9] validating against the data contract")
-    data = load_validated_data(cfg)
-    validation = run_validate(cfg, data=data)
-    say(validation["validation_text"])
-    summary["validation_report"] = validation["report"]
-
-    say("[3/9] checking the data is usable for modelling")
-    usability = run_check(cfg, data=data)
-    say(usability.render())
-    if usability.verdict == "not usable":
-        raise RuntimeError("the data is not usable for modelling; see the findings above")
-
-    say("[4/9] building point-in-time features and labels over the snapshot cutoffs")
-    snapshots_path = output_dir / "snapshots.parquet"
-    snapshots = run_snapshots(cfg, snapshots_path, data=data)
-    summary["snapshots"] = {k: snapshots[k] for k in ("out", "rows", "cutoffs")}
-    say(f"      {snapshots['rows']:,} rows over cutoffs {', '.join(snapshots['cutoffs'])}")
-
-    as_of = data.data_end
-    features_path = output_dir / f"features_{as_of.date()}.parquet"
-    say(f"[5/9] today's features (as of {as_of.date()}) for scoring")
-    summary["features"] = run_features(cfg, as_of.date(), features_path, data=data)
-
-    summary["models"] = {}
-    say(f"[6/9] tuning, calibrating, evaluating and registering: {', '.join(tasks)}")
-    for task in tasks:
-        result = run_train(cfg, task, snapshots_path=snapshots_path, progress=progress)
-        metrics = result.metrics
-        say(
-            f"      {result.model_name} v{result.model_version} -> {result.alias}: "
-            f"test ROC AUC {metrics['roc_auc']:.3f}, PR AUC {metrics['pr_auc']:.3f} "
-            f"(naive baseline ROC AUC {metrics.get('baseline_roc_auc', float('nan')):.3f}), "
-            f"lift@10% {metrics['lift_at_10']:.2f}"
-        )
-        summary["models"][task] = {
-            "run_id": result.run_id,
-            "model_name": result.model_name,
-            "model_version": result.model_version,
-            "alias": result.alias,
-            "roc_auc": metrics["roc_auc"],
-            "pr_auc": metrics["pr_auc"],
-            "baseline_roc_auc": metrics.get("baseline_roc_auc"),
-        }
-
-    from pipelines.monitoring import run_monitor
-    from pipelines.scoring import run_score
-    from serving.report import run_report
-
-    say(f"[7/9] batch scoring every customer as of {as_of.date()} with the champions")
-    scored = run_score(cfg, as_of.date(), data=data)
-    summary["risk_list"] = scored
-    say(f"      risk list: {scored.get('out') or scored['service_risk_list']['path']}")
-
-    say("[8/9] drift and performance monitoring against the churn champion's reference")
-    monitor = run_monitor(cfg, data=data, say=lambda text: say(f"      {text}"))
-    summary["monitoring"] = {
-        k: monitor.get(k) for k in ("verdict", "alarm", "html", "json") if k in monitor
-    }
-
-    say("[9/9] retention report for the retention team")
-    report_path = run_report(cfg, data=data, say=lambda text: say(f"      {text}"))
-    summary["retention_report"] = str(report_path)
-    say(f"      open {report_path} in a browser")
-
-    summary["mlflow_tracking_uri"] = cfg.training.mlflow.tracking_uri
-    return summary
